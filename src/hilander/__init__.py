@@ -1,0 +1,15 @@
+"""hilander: learned hierarchical clustering of embeddings (Hi-LANDER, Xing et al., ICCV 2021).
+
+Fit on labelled embeddings of some classes, then cluster embeddings of classes never seen in
+training::
+
+    from hilander import HiLander
+    model = HiLander().fit(X_train, y_train)
+    cluster_ids = model.predict(X_new)
+"""
+
+__version__ = "0.1.0"
+
+from .estimator import HiLander  # noqa: E402  (the estimator reads __version__ from this module)
+
+__all__ = ["HiLander", "__version__"]

@@ -1,0 +1,423 @@
+"""The ``HiLander`` estimator: fit on labelled embeddings, cluster embeddings of unseen classes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from . import __version__
+from .data import check_features, check_labels, l2_normalize
+from .inference import HierarchyResult, cluster_hierarchy
+from .metrics import evaluate
+from .model import CONV_TYPES, Lander
+from .training import NeighborhoodSampler, build_training_levels, train_epoch
+
+__all__ = ["HiLander", "FORMAT_VERSION"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_FORMAT_NAME = "hilander-model"
+
+# Called as progress(stage, completed, total) during fit; total is None when unknown.
+ProgressCallback = Callable[[str, int, "int | None"], None]
+
+_DEFAULT_TRAIN_KNN = ((10, 2), (5, 3), (3, 4))
+_DEFAULT_TAU_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
+_COARSE_TAU_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+@dataclass
+class _Choice:
+    score: float
+    k: int
+    tau: float
+    levels: int
+    metrics: dict
+
+
+class HiLander:
+    """Learned hierarchical clustering (Hi-LANDER) of embeddings.
+
+    ``fit`` learns, from labelled embeddings of some classes, which kNN edges join samples of the
+    same class; ``predict`` then clusters embeddings of other, unseen classes without labels.
+    Settings left as ``None`` (k, tau) are chosen inside ``fit`` by clustering held-out classes
+    of the training data and keeping the setting with the best mean of pairwise and BCubed F.
+
+    Args:
+        k: neighbours per node at inference, the node itself included; ``None`` chooses among the
+            k values of ``train_knn`` by validation.
+        tau: threshold on P(same class) for keeping an edge, in [0, 1); ``None`` chooses it from
+            ``tau_grid`` by validation.
+        max_levels: maximum number of hierarchy levels at inference. Validation may choose fewer.
+        train_knn: (k, levels) pairs; each builds a ground-truth hierarchy of that many levels
+            whose graphs are all used for training.
+        hidden: width of the GNN's first layer.
+        num_layers: graph conv layers, 1 to 4.
+        conv: ``"graphconv"`` (similarity-weighted mean) or ``"gat"`` (graph attention).
+        heads: attention heads of the ``"gat"`` layer.
+        dropout: dropout after each conv layer during training.
+        use_cluster_features: append each node's cluster mean feature to its input.
+        knn_on_means: above level 0, build the kNN graph on cluster means instead of peak features.
+        epochs: training epochs; each epoch visits every node of every training graph once.
+        lr: initial SGD learning rate, annealed to 1e-5 by a cosine schedule.
+        batch_size: seed nodes per mini-batch.
+        validation_fraction: share of the training classes held out for model and setting
+            selection. With fewer than 4 classes, or 0, the training data is used instead.
+        eval_every: epochs between validation runs that select the best model.
+        tau_grid: candidate thresholds for the final choice of tau.
+        device: torch device, such as ``"cpu"`` or ``"cuda"``.
+        random_state: seed for the class split, sampling and weight initialisation.
+
+    Attributes:
+        model_: the trained :class:`~hilander.model.Lander`.
+        k_, tau_, n_levels_: the settings used by ``predict``.
+        n_features_in_: feature dimension seen in ``fit``.
+        validation_: metrics of the chosen setting on the validation classes.
+        history_: one dict per epoch with losses and, where measured, the validation score.
+    """
+
+    def __init__(
+        self,
+        k: int | None = None,
+        tau: float | None = None,
+        max_levels: int = 10,
+        train_knn: tuple[tuple[int, int], ...] = _DEFAULT_TRAIN_KNN,
+        hidden: int = 512,
+        num_layers: int = 1,
+        conv: str = "graphconv",
+        heads: int = 1,
+        dropout: float = 0.0,
+        use_cluster_features: bool = True,
+        knn_on_means: bool = True,
+        epochs: int = 20,
+        lr: float = 0.1,
+        batch_size: int = 1024,
+        validation_fraction: float = 0.2,
+        eval_every: int = 5,
+        tau_grid: tuple[float, ...] = _DEFAULT_TAU_GRID,
+        device: str = "cpu",
+        random_state: int = 0,
+    ) -> None:
+        self.k = k
+        self.tau = tau
+        self.max_levels = max_levels
+        self.train_knn = train_knn
+        self.hidden = hidden
+        self.num_layers = num_layers
+        self.conv = conv
+        self.heads = heads
+        self.dropout = dropout
+        self.use_cluster_features = use_cluster_features
+        self.knn_on_means = knn_on_means
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.validation_fraction = validation_fraction
+        self.eval_every = eval_every
+        self.tau_grid = tau_grid
+        self.device = device
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ parameters
+
+    def get_params(self) -> dict:
+        """Return the constructor parameters by name."""
+        return {
+            "k": self.k,
+            "tau": self.tau,
+            "max_levels": self.max_levels,
+            "train_knn": [list(pair) for pair in self.train_knn],
+            "hidden": self.hidden,
+            "num_layers": self.num_layers,
+            "conv": self.conv,
+            "heads": self.heads,
+            "dropout": self.dropout,
+            "use_cluster_features": self.use_cluster_features,
+            "knn_on_means": self.knn_on_means,
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "validation_fraction": self.validation_fraction,
+            "eval_every": self.eval_every,
+            "tau_grid": list(self.tau_grid),
+            "device": self.device,
+            "random_state": self.random_state,
+        }
+
+    def _validate_params(self) -> None:
+        def require(condition: bool, message: str) -> None:
+            if not condition:
+                raise ValueError(message)
+
+        require(self.k is None or (isinstance(self.k, int) and self.k >= 2), f"k={self.k!r} is invalid; use an integer >= 2 or None")
+        require(self.tau is None or 0.0 <= self.tau < 1.0, f"tau={self.tau!r} is invalid; use a value in [0, 1) or None")
+        require(isinstance(self.max_levels, int) and self.max_levels >= 1, f"max_levels={self.max_levels!r} is invalid; use an integer >= 1")
+        require(
+            len(self.train_knn) > 0 and all(len(p) == 2 and int(p[0]) >= 2 and int(p[1]) >= 1 for p in self.train_knn),
+            f"train_knn={self.train_knn!r} is invalid; use (k, levels) pairs with k >= 2 and levels >= 1",
+        )
+        require(self.conv in CONV_TYPES, f"conv={self.conv!r} is invalid; use one of {CONV_TYPES}")
+        require(1 <= self.num_layers <= 4, f"num_layers={self.num_layers!r} is invalid; use 1 to 4")
+        require(self.hidden >= 2, f"hidden={self.hidden!r} is invalid; use an integer >= 2")
+        require(self.epochs >= 1, f"epochs={self.epochs!r} is invalid; use an integer >= 1")
+        require(self.lr > 0, f"lr={self.lr!r} is invalid; use a positive learning rate")
+        require(self.batch_size >= 1, f"batch_size={self.batch_size!r} is invalid; use an integer >= 1")
+        require(0.0 <= self.validation_fraction < 1.0, f"validation_fraction={self.validation_fraction!r} is invalid; use a value in [0, 1)")
+        require(self.eval_every >= 1, f"eval_every={self.eval_every!r} is invalid; use an integer >= 1")
+        require(len(self.tau_grid) > 0 and all(0.0 <= t < 1.0 for t in self.tau_grid), f"tau_grid={self.tau_grid!r} is invalid; use values in [0, 1)")
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, X, y, progress: ProgressCallback | None = None) -> "HiLander":
+        """Train the model on labelled embeddings and choose the inference settings.
+
+        Args:
+            X: (n_samples, n_features) embeddings; rows are L2-normalised internally.
+            y: (n_samples,) integer class labels. The classes should be disjoint from those
+                that ``predict`` will see, as in meta-learning.
+            progress: optional callback ``(stage, completed, total)`` for progress display.
+
+        Returns:
+            self.
+
+        Raises:
+            ValueError: for invalid parameters, NaN features, a wrong number of labels, fewer
+                samples than k, or fewer than 2 classes.
+        """
+        self._validate_params()
+        features = l2_normalize(check_features(X))
+        labels = check_labels(y, features.shape[0])
+        largest_k = max([int(k) for k, _ in self.train_knn] + ([self.k] if self.k else []))
+        if features.shape[0] < largest_k:
+            raise ValueError(
+                f"X has {features.shape[0]} samples but k={largest_k} neighbours are needed; "
+                "pass more samples or smaller k values (k, train_knn)"
+            )
+        classes = np.unique(labels)
+        if classes.shape[0] < 2:
+            raise ValueError(f"y has {classes.shape[0]} class; fit needs labelled samples of at least 2 classes")
+
+        started = time.perf_counter()
+        rng = np.random.default_rng(self.random_state)
+        torch.manual_seed(self.random_state)
+        generator = torch.Generator().manual_seed(self.random_state)
+        fit_mask, validation_mask = self._split_classes(labels, classes, rng)
+        fit_features, fit_labels = features[fit_mask], labels[fit_mask]
+        validation_features, validation_labels = features[validation_mask], labels[validation_mask]
+
+        graphs = []
+        for index, (k, levels) in enumerate(self.train_knn):
+            graphs += build_training_levels(
+                fit_features, fit_labels, int(k), int(levels),
+                use_cluster_features=self.use_cluster_features, knn_on_means=self.knn_on_means,
+            )
+            if progress:
+                progress("training graphs", index + 1, len(self.train_knn))
+        logger.info("built %d training graphs with %s nodes", len(graphs), [g.num_nodes for g in graphs])
+
+        device = torch.device(self.device)
+        self.n_features_in_ = features.shape[1]
+        in_dim = features.shape[1] * (2 if self.use_cluster_features else 1)
+        self.model_ = Lander(in_dim, self.hidden, self.num_layers, self.conv, self.heads, self.dropout).to(device)
+        samplers = [NeighborhoodSampler(g, self.num_layers, self.batch_size, device) for g in graphs]
+        steps_per_epoch = sum(len(s) for s in samplers)
+        optimizer = torch.optim.SGD(self.model_.parameters(), lr=self.lr, momentum=0.9, weight_decay=1e-5)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.epochs * steps_per_epoch, eta_min=1e-5)
+
+        k_candidates = [self.k] if self.k else sorted({int(k) for k, _ in self.train_knn}, reverse=True)
+        coarse_taus = [self.tau] if self.tau is not None else list(_COARSE_TAU_GRID)
+        best: _Choice | None = None
+        best_state = None
+        self.history_ = []
+        step = 0
+        for epoch in range(self.epochs):
+
+            def on_step() -> None:
+                nonlocal step
+                step += 1
+                if progress:
+                    progress("training", step, self.epochs * steps_per_epoch)
+
+            losses = train_epoch(self.model_, samplers, optimizer, scheduler, rng, generator, on_step)
+            record = {"epoch": epoch + 1, **losses}
+            if (epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs:
+                choice = self._select(validation_features, validation_labels, k_candidates, coarse_taus)
+                record["validation_score"] = choice.score
+                if best is None or choice.score > best.score:
+                    best, best_state = choice, copy.deepcopy(self.model_.state_dict())
+            logger.info("epoch %d: %s", epoch + 1, record)
+            self.history_.append(record)
+
+        self.model_.load_state_dict(best_state)
+        taus = [self.tau] if self.tau is not None else list(self.tau_grid)
+        if progress:
+            progress("choosing k and tau", 0, None)
+        final = self._select(validation_features, validation_labels, k_candidates, taus)
+        self.k_, self.tau_, self.n_levels_ = final.k, final.tau, final.levels
+        self.validation_ = final.metrics
+        self.fit_seconds_ = time.perf_counter() - started
+        logger.info(
+            "chose k=%d, tau=%.2f, levels=%d; validation pairwise F %.3f, BCubed F %.3f",
+            self.k_, self.tau_, self.n_levels_, final.metrics["pairwise_f"], final.metrics["bcubed_f"],
+        )
+        return self
+
+    def _split_classes(self, labels, classes, rng) -> tuple[np.ndarray, np.ndarray]:
+        """Hold out a random share of classes for validation; return (fit mask, validation mask)."""
+        num_validation = int(round(self.validation_fraction * classes.shape[0]))
+        if classes.shape[0] < 4 or num_validation < 2:
+            logger.warning(
+                "only %d classes (validation_fraction=%s): choosing the model and settings on the "
+                "training classes themselves, which favours over-merging less than held-out classes would",
+                classes.shape[0], self.validation_fraction,
+            )
+            everything = np.ones(labels.shape[0], dtype=bool)
+            return everything, everything
+        validation_classes = rng.permutation(classes)[:num_validation]
+        validation_mask = np.isin(labels, validation_classes)
+        return ~validation_mask, validation_mask
+
+    def _select(self, features, labels, k_candidates, taus) -> _Choice:
+        """Cluster the validation set for every (k, tau) and every level count; return the best."""
+        best = None
+        for k in k_candidates:
+            for tau in taus:
+                result = self._hierarchy(features, k, tau, self.max_levels)
+                for level, assignment in enumerate(result.level_labels or [result.labels]):
+                    metrics = evaluate(labels, assignment)
+                    score = 0.5 * (metrics["pairwise_f"] + metrics["bcubed_f"])
+                    if best is None or score > best.score:
+                        best = _Choice(score, int(k), float(tau), level + 1, metrics)
+        return best
+
+    def _hierarchy(self, features, k, tau, levels, on_level=None) -> HierarchyResult:
+        return cluster_hierarchy(
+            self.model_, features, k, tau, max_levels=levels,
+            use_cluster_features=self.use_cluster_features, knn_on_means=self.knn_on_means,
+            device=self.device, on_level=on_level,
+        )
+
+    # ------------------------------------------------------------------ predict
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise RuntimeError("this HiLander is not fitted yet; call fit(X, y) or HiLander.load(path) first")
+
+    def predict_hierarchy(self, X, on_level=None) -> HierarchyResult:
+        """Cluster ``X`` and return the final labels with the assignment after every level.
+
+        ``on_level``, if given, is called as ``on_level(level, num_nodes, edges_added)`` after
+        each level, for progress display.
+
+        Raises:
+            ValueError: for NaN features, a feature dimension other than the fitted one, or
+                fewer samples than k.
+        """
+        self._check_fitted()
+        features = check_features(X)
+        if features.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {features.shape[1]} features but the model was fitted on {self.n_features_in_}; "
+                "use embeddings from the same encoder as the training data"
+            )
+        if features.shape[0] < self.k_:
+            raise ValueError(
+                f"X has {features.shape[0]} samples but the model clusters with k={self.k_} neighbours; "
+                f"pass at least {self.k_} samples"
+            )
+        return self._hierarchy(l2_normalize(features), self.k_, self.tau_, self.n_levels_, on_level)
+
+    def predict(self, X) -> np.ndarray:
+        """Cluster ``X`` (n_samples, n_features) and return (n_samples,) int64 cluster ids."""
+        return self.predict_hierarchy(X).labels
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted model to one safetensors file (weights plus JSON settings), atomically."""
+        self._check_fitted()
+        path = Path(path)
+        config = {
+            "params": self.get_params(),
+            "k_": self.k_,
+            "tau_": self.tau_,
+            "n_levels_": self.n_levels_,
+            "n_features_in_": self.n_features_in_,
+            "validation_": self.validation_,
+        }
+        metadata = {
+            "format": _FORMAT_NAME,
+            "format_version": str(FORMAT_VERSION),
+            "hilander_version": __version__,
+            "torch_version": torch.__version__,
+            "config": json.dumps(config),
+        }
+        tensors = {name: t.detach().cpu().contiguous() for name, t in self.model_.state_dict().items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(descriptor)
+        try:
+            save_file(tensors, temporary, metadata=metadata)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu") -> "HiLander":
+        """Read a model written by :meth:`save`. Loading runs no code from the file.
+
+        Raises:
+            FileNotFoundError: if ``path`` does not exist.
+            ValueError: if the file is not a hilander model, or its format is newer than this
+                version of hilander reads.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                metadata = handle.metadata() or {}
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        except Exception as error:  # safetensors raises several types for malformed headers.
+            raise ValueError(
+                f"{path} is not a hilander model file (safetensors could not read it: {error}); "
+                "pass a file written by HiLander.save or 'hilander train'"
+            ) from None
+        if metadata.get("format") != _FORMAT_NAME:
+            raise ValueError(f"{path} is a safetensors file but not a hilander model (no '{_FORMAT_NAME}' header)")
+        version = int(metadata.get("format_version", "0"))
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"{path} uses model format {version}, but this hilander {__version__} reads format "
+                f"{FORMAT_VERSION} and older; upgrade hilander to load it"
+            )
+        config = json.loads(metadata["config"])
+        params = dict(config["params"])
+        params["train_knn"] = tuple(tuple(pair) for pair in params["train_knn"])
+        params["tau_grid"] = tuple(params["tau_grid"])
+        params["device"] = device
+        estimator = cls(**params)
+        in_dim = config["n_features_in_"] * (2 if estimator.use_cluster_features else 1)
+        model = Lander(in_dim, estimator.hidden, estimator.num_layers, estimator.conv, estimator.heads, estimator.dropout)
+        model.load_state_dict(tensors, strict=True)
+        estimator.model_ = model.to(device).eval()
+        estimator.k_ = int(config["k_"])
+        estimator.tau_ = float(config["tau_"])
+        estimator.n_levels_ = int(config["n_levels_"])
+        estimator.n_features_in_ = int(config["n_features_in_"])
+        estimator.validation_ = config["validation_"]
+        return estimator

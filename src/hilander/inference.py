@@ -1,0 +1,232 @@
+"""Hierarchical clustering with a trained LANDER model: decode a level, build super-nodes, repeat.
+
+Every function here takes and returns arrays, so each level can run on one shard of a larger job.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.sparse.csgraph import connected_components
+
+from .graph import edge_arrays, knn_graph
+from .model import Lander, normalized_edge_weights, predicted_density
+
+__all__ = [
+    "density_order",
+    "decode_level",
+    "super_nodes",
+    "cluster_means",
+    "score_level",
+    "HierarchyResult",
+    "cluster_hierarchy",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def density_order(density: np.ndarray) -> np.ndarray:
+    """Rank nodes from densest (rank 0) to sparsest, breaking ties by lower index.
+
+    The strict total order makes "j is denser than i" well defined for exact duplicates too, so
+    the edges kept by decoding can never form a cycle.
+
+    Returns:
+        (n,) int64 rank of each node.
+    """
+    order = np.lexsort((np.arange(density.shape[0]), -density.astype(np.float64)))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    return rank
+
+
+def decode_level(
+    neighbors: np.ndarray, prob_same: np.ndarray, density: np.ndarray, tau: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keep at most one edge per node and return the resulting clusters.
+
+    Node i keeps the edge to the neighbour j with the highest P(same class) among the neighbours
+    that are denser than i and have P(same class) > tau. The kept edges form a forest whose roots
+    (peaks) are the nodes that kept no edge; each tree is one cluster.
+
+    Args:
+        neighbors: (n, k) kNN lists, column 0 being the node itself.
+        prob_same: (n, k - 1) P(same class) of the edges from ``neighbors[:, 1:]``.
+        density: (n,) node density.
+        tau: link threshold in [0, 1).
+
+    Returns:
+        ``(parent, cluster)``: (n,) int64 arrays. ``parent[i]`` is the kept neighbour or -1 for a
+        peak; ``cluster[i]`` is a cluster id in [0, number of clusters).
+    """
+    n = neighbors.shape[0]
+    rank = density_order(density)
+    candidates = neighbors[:, 1:]
+    allowed = (rank[candidates] < rank[:, None]) & (prob_same > tau)
+    score = np.where(allowed, prob_same, -np.inf)
+    best = np.argmax(score, axis=1)
+    has_parent = allowed[np.arange(n), best]
+    parent = np.where(has_parent, candidates[np.arange(n), best], -1).astype(np.int64)
+
+    children = np.flatnonzero(has_parent)
+    forest = sp.coo_matrix(
+        (np.ones(children.shape[0], dtype=np.int8), (children, parent[children])), shape=(n, n)
+    )
+    _, cluster = connected_components(forest, directed=False)
+    return parent, cluster.astype(np.int64)
+
+
+def super_nodes(parent: np.ndarray, cluster: np.ndarray) -> np.ndarray:
+    """Return the peak (root) node of each cluster, indexed by cluster id.
+
+    Returns:
+        (number of clusters,) int64 array.
+    """
+    peaks = np.flatnonzero(parent < 0)
+    peak_of_cluster = np.empty(peaks.shape[0], dtype=np.int64)
+    peak_of_cluster[cluster[peaks]] = peaks
+    return peak_of_cluster
+
+
+def cluster_means(features: np.ndarray, assignment: np.ndarray, num_clusters: int) -> np.ndarray:
+    """Average the original features of each cluster's members with one sparse product.
+
+    Args:
+        features: (N, d) original features.
+        assignment: (N,) cluster id of each original sample.
+
+    Returns:
+        (num_clusters, d) float32 means.
+    """
+    n = assignment.shape[0]
+    indicator = sp.csr_matrix(
+        (np.ones(n, dtype=np.float32), (assignment, np.arange(n))), shape=(num_clusters, n)
+    )
+    sizes = np.asarray(indicator.sum(axis=1), dtype=np.float32).ravel()
+    return (indicator @ features / sizes[:, None]).astype(np.float32)
+
+
+def _unit_rows(features: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return (features / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def node_inputs(features: np.ndarray, means: np.ndarray, use_cluster_features: bool) -> np.ndarray:
+    """Build the GNN input of each node: its feature, joined with its cluster mean if enabled."""
+    if use_cluster_features:
+        return np.concatenate([features, means], axis=1)
+    return features
+
+
+@torch.no_grad()
+def score_level(
+    model: Lander,
+    inputs: np.ndarray,
+    neighbors: np.ndarray,
+    similarities: np.ndarray,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the model on a whole kNN graph.
+
+    Returns:
+        ``(prob_same, density)``: (n, k - 1) P(same class) of each edge and (n,) predicted density.
+    """
+    model.eval()
+    n, k = neighbors.shape
+    source, target, similarity = edge_arrays(neighbors, similarities)
+    x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(device)
+    source_t = torch.from_numpy(source).to(device)
+    target_t = torch.from_numpy(target).to(device)
+    similarity_t = torch.from_numpy(np.ascontiguousarray(similarity)).to(device)
+    weight = normalized_edge_weights(similarity_t, target_t, n)
+    h = model.embed(x, source_t, target_t, weight)
+    prob = model.link_probabilities(h, source_t, target_t).reshape(n, k - 1)
+    density = predicted_density(prob, similarity_t.reshape(n, k - 1))
+    return prob.cpu().numpy(), density.cpu().numpy()
+
+
+@dataclass
+class HierarchyResult:
+    """Output of :func:`cluster_hierarchy`.
+
+    Attributes:
+        labels: (N,) final cluster id of each sample, in [0, number of clusters).
+        level_labels: one (N,) array per decoded level that added at least one edge; entry l is the
+            assignment after level l.
+        edges_added: number of kept edges at each decoded level.
+    """
+
+    labels: np.ndarray
+    level_labels: list[np.ndarray] = field(default_factory=list)
+    edges_added: list[int] = field(default_factory=list)
+
+
+def cluster_hierarchy(
+    model: Lander,
+    features: np.ndarray,
+    k: int,
+    tau: float,
+    max_levels: int = 10,
+    use_cluster_features: bool = True,
+    min_merge_fraction: float = 0.0,
+    device: torch.device | str = "cpu",
+    on_level=None,
+    knn_on_means: bool = False,
+) -> HierarchyResult:
+    """Cluster L2-normalised features level by level until merging stops.
+
+    Each level builds a kNN graph over the current nodes (the samples at level 0, then one
+    super-node per cluster, placed at its peak's feature), scores it with ``model``, decodes it and
+    merges the clusters. Iteration stops when a level adds no edge, after ``max_levels`` levels,
+    when fewer than 2 nodes remain, or when a level merges fewer than ``min_merge_fraction`` of its
+    nodes. Levels with fewer nodes than k use k = number of nodes.
+
+    Args:
+        model: trained LANDER model.
+        features: (N, d) float32 L2-normalised features.
+        k: neighbours per node, the node itself included.
+        tau: link threshold on P(same class).
+        max_levels: maximum number of levels to decode.
+        use_cluster_features: append each node's cluster mean to its feature (as in training).
+        min_merge_fraction: stall threshold; 0 disables it.
+        device: torch device for the model.
+        on_level: optional callable ``(level, num_nodes, edges_added)`` run after each level.
+
+    Returns:
+        :class:`HierarchyResult`.
+    """
+    n_samples = features.shape[0]
+    assignment = np.arange(n_samples, dtype=np.int64)
+    node_features = features
+    means = features
+    result = HierarchyResult(labels=assignment.copy())
+    for level in range(max_levels):
+        num_nodes = node_features.shape[0]
+        if num_nodes < 2:
+            break
+        level_k = min(k, num_nodes)
+        knn_features = _unit_rows(means) if (knn_on_means and level > 0) else node_features
+        neighbors, similarities = knn_graph(knn_features, level_k)
+        inputs = node_inputs(node_features, means, use_cluster_features)
+        prob_same, density = score_level(model, inputs, neighbors, similarities, device)
+        parent, cluster = decode_level(neighbors, prob_same, density, tau)
+        edges_added = int(np.count_nonzero(parent >= 0))
+        logger.debug("level %d: %d nodes, k=%d, %d edges added", level, num_nodes, level_k, edges_added)
+        if on_level is not None:
+            on_level(level, num_nodes, edges_added)
+        if edges_added == 0:
+            break
+        assignment = cluster[assignment]
+        result.level_labels.append(assignment.copy())
+        result.edges_added.append(edges_added)
+        peaks = super_nodes(parent, cluster)
+        node_features = node_features[peaks]
+        means = cluster_means(features, assignment, peaks.shape[0])
+        if edges_added < min_merge_fraction * num_nodes:
+            break
+    result.labels = assignment
+    return result

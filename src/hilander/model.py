@@ -1,0 +1,156 @@
+"""The LANDER graph neural network: node embeddings, edge linkage and node density.
+
+Shapes: n nodes, E directed edges neighbour -> centre, d_in input features per node.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch_geometric.nn import GATConv, GraphConv
+from torch_geometric.utils import to_torch_csr_tensor
+
+__all__ = ["Lander", "normalized_edge_weights", "predicted_density"]
+
+CONV_TYPES = ("graphconv", "gat")
+
+
+def normalized_edge_weights(similarity: torch.Tensor, target: torch.Tensor, num_nodes: int) -> torch.Tensor:
+    """Row-normalise edge similarities so that the weights into each centre sum to 1.
+
+    Negative similarities are clipped to 0 first, so the aggregate is a similarity-weighted mean of
+    the neighbours. A centre whose neighbours all have similarity <= 0 gets equal weights.
+
+    Args:
+        similarity: (E,) cosine similarity of each edge.
+        target: (E,) int64 centre of each edge.
+        num_nodes: number of nodes n.
+
+    Returns:
+        (E,) float tensor of weights.
+    """
+    positive = similarity.clamp(min=0.0)
+    row_sum = torch.zeros(num_nodes, dtype=positive.dtype, device=positive.device)
+    row_sum.index_add_(0, target, positive)
+    degree = torch.zeros(num_nodes, dtype=positive.dtype, device=positive.device)
+    degree.index_add_(0, target, torch.ones_like(positive))
+    weight = positive / row_sum[target].clamp(min=1e-12)
+    uniform = 1.0 / degree[target].clamp(min=1.0)
+    return torch.where(row_sum[target] > 1e-12, weight, uniform)
+
+
+def predicted_density(prob_same: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
+    """Compute node density from link probabilities.
+
+    density(i) = mean over the centre's k - 1 edges of sim(j, i) * (P(same) - P(different)), the
+    ground-truth density with the hard +1/-1 replaced by the model's belief.
+
+    Args:
+        prob_same: (m, k - 1) P(same class) of each centre's incoming edges.
+        similarity: (m, k - 1) cosine similarity of the same edges.
+
+    Returns:
+        (m,) tensor.
+    """
+    return (similarity * (2.0 * prob_same - 1.0)).mean(dim=1)
+
+
+class Lander(nn.Module):
+    """Graph network that scores kNN edges as same-class links.
+
+    Each conv layer computes ``ReLU(W1 h_i + W2 sum_j w_ji h_j)`` with row-normalised similarity
+    weights ``w_ji`` (PyTorch Geometric's ``GraphConv`` with sum aggregation), which equals a linear
+    map of the node's input concatenated with the weighted mean of its neighbours' inputs. The
+    ``"gat"`` variant replaces it with graph attention, which ignores the similarities.
+    The link head maps the embeddings of an edge's source and target to two logits:
+    index 1 means "same class".
+
+    Args:
+        in_dim: input features per node (2 * d when the cluster mean is appended to the feature).
+        hidden: width of the first conv layer.
+        num_layers: conv layers, 1 to 4; widths are hidden, hidden, hidden / 2, hidden / 2.
+        conv: ``"graphconv"`` or ``"gat"``.
+        heads: attention heads of the ``"gat"`` variant, averaged.
+        dropout: dropout probability after each conv layer, during training only.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int = 512,
+        num_layers: int = 1,
+        conv: str = "graphconv",
+        heads: int = 1,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if conv not in CONV_TYPES:
+            raise ValueError(f"conv={conv!r} is not supported; use one of {CONV_TYPES}")
+        if not 1 <= num_layers <= 4:
+            raise ValueError(f"num_layers={num_layers} is out of range; use 1 to 4")
+        widths = [in_dim, hidden, hidden, hidden // 2, hidden // 2][: num_layers + 1]
+        self.conv_type = conv
+        self.convs = nn.ModuleList()
+        for width_in, width_out in zip(widths[:-1], widths[1:]):
+            if conv == "graphconv":
+                self.convs.append(GraphConv(width_in, width_out, aggr="add"))
+            else:
+                self.convs.append(
+                    GATConv(width_in, width_out, heads=heads, concat=False, add_self_loops=False)
+                )
+        self.dropout = nn.Dropout(dropout)
+        out_dim = widths[-1]
+        half = hidden // 2
+        self.source_proj = nn.Linear(out_dim, half)
+        self.target_proj = nn.Linear(out_dim, half)
+        self.classifier = nn.Sequential(
+            nn.PReLU(half), nn.Linear(half, half), nn.PReLU(half), nn.Linear(half, 2)
+        )
+
+    def embed(
+        self, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        """Embed every node from its input and its neighbours' inputs.
+
+        Args:
+            x: (n, in_dim) node inputs.
+            source, target: (E,) int64 edge ends; messages flow source -> target.
+            weight: (E,) row-normalised similarity of each edge.
+
+        Returns:
+            (n, out_dim) embeddings, exact for nodes whose full neighbourhood (to the model's depth)
+            is in the graph.
+        """
+        n = x.shape[0]
+        h = x
+        if self.conv_type == "graphconv":
+            # A CSR adjacency (row = target) keeps memory at O(E) instead of an (E, width) message tensor.
+            adjacency_t = to_torch_csr_tensor(torch.stack([target, source]), weight, size=(n, n))
+            for conv in self.convs:
+                h = self.dropout(torch.relu(conv(h, adjacency_t)))
+        else:
+            edge_index = torch.stack([source, target])
+            for conv in self.convs:
+                h = self.dropout(torch.relu(conv(h, edge_index)))
+        return h
+
+    def link_logits(self, h: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Score edges from node embeddings.
+
+        Returns:
+            (E, 2) logits; softmax index 1 is P(same class).
+        """
+        return self.classifier(self.source_proj(h)[source] + self.target_proj(h)[target])
+
+    def link_probabilities(
+        self, h: torch.Tensor, source: torch.Tensor, target: torch.Tensor, chunk_size: int = 1 << 20
+    ) -> torch.Tensor:
+        """Return P(same class) of each edge, computed in chunks of edges to bound memory."""
+        source_h = self.source_proj(h)
+        target_h = self.target_proj(h)
+        out = torch.empty(source.shape[0], dtype=h.dtype, device=h.device)
+        for start in range(0, source.shape[0], chunk_size):
+            stop = start + chunk_size
+            logits = self.classifier(source_h[source[start:stop]] + target_h[target[start:stop]])
+            out[start:stop] = torch.softmax(logits, dim=1)[:, 1]
+        return out

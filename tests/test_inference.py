@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from hilander.inference import cluster_means, decode_level, density_order, super_nodes
+
+
+def _chain_graph():
+    # Two groups {0,1,2} and {3,4}; every node lists the others of the 5 in some order.
+    neighbors = np.array([
+        [0, 1, 2, 3, 4],
+        [1, 0, 2, 3, 4],
+        [2, 1, 0, 4, 3],
+        [3, 4, 2, 0, 1],
+        [4, 3, 2, 1, 0],
+    ])
+    prob_same = np.array([
+        [0.9, 0.8, 0.1, 0.1],
+        [0.9, 0.7, 0.1, 0.1],
+        [0.6, 0.95, 0.2, 0.1],
+        [0.9, 0.4, 0.1, 0.1],
+        [0.9, 0.3, 0.2, 0.1],
+    ])
+    density = np.array([0.9, 0.5, 0.3, 0.6, 0.2])
+    return neighbors, prob_same, density
+
+
+def test_decode_links_to_best_denser_neighbor():
+    neighbors, prob_same, density = _chain_graph()
+    parent, cluster = decode_level(neighbors, prob_same, density, tau=0.5)
+    # Node 2 prefers 0 (0.95) over 1 (0.6); node 3's denser neighbour 0 is below tau; 4 -> 3.
+    assert parent.tolist() == [-1, 0, 0, -1, 3]
+    assert cluster[0] == cluster[1] == cluster[2]
+    assert cluster[3] == cluster[4]
+    assert cluster[0] != cluster[3]
+
+
+def test_decode_high_tau_keeps_no_edge():
+    neighbors, prob_same, density = _chain_graph()
+    parent, cluster = decode_level(neighbors, prob_same, density, tau=0.99)
+    assert np.all(parent == -1)
+    assert len(np.unique(cluster)) == 5
+
+
+def test_decode_ties_in_density_form_no_cycle():
+    neighbors = np.array([[0, 1, 2], [1, 2, 0], [2, 0, 1]])
+    prob_same = np.full((3, 2), 0.9)
+    density = np.zeros(3)
+    parent, cluster = decode_level(neighbors, prob_same, density, tau=0.5)
+    assert np.sum(parent == -1) == 1
+    assert len(np.unique(cluster)) == 1
+
+
+def test_density_order_breaks_ties_by_index():
+    rank = density_order(np.array([0.5, 0.9, 0.5, 0.1]))
+    assert rank.tolist() == [1, 0, 2, 3]
+
+
+def test_super_nodes_are_peaks():
+    neighbors, prob_same, density = _chain_graph()
+    parent, cluster = decode_level(neighbors, prob_same, density, tau=0.5)
+    peaks = super_nodes(parent, cluster)
+    assert sorted(peaks.tolist()) == [0, 3]
+    assert peaks[cluster[0]] == 0
+    assert peaks[cluster[4]] == 3
+
+
+def test_cluster_means():
+    features = np.array([[1, 0], [0, 1], [2, 2], [4, 0]], dtype=np.float32)
+    means = cluster_means(features, np.array([1, 0, 1, 1]), 2)
+    assert means[0].tolist() == pytest.approx([0, 1])
+    assert means[1].tolist() == pytest.approx([7 / 3, 2 / 3])

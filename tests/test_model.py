@@ -1,0 +1,81 @@
+import numpy as np
+import torch
+
+from hilander.data import l2_normalize
+from hilander.graph import edge_arrays, knn_graph
+from hilander.inference import score_level
+from hilander.model import Lander, normalized_edge_weights, predicted_density
+from hilander.training import LevelGraph, NeighborhoodSampler
+
+
+def _random_graph(n=60, dim=6, k=5, seed=0):
+    rng = np.random.default_rng(seed)
+    features = l2_normalize(rng.normal(size=(n, dim)).astype(np.float32))
+    neighbors, similarities = knn_graph(features, k)
+    return features, neighbors, similarities
+
+
+def test_graphconv_equals_concat_layer():
+    features, neighbors, similarities = _random_graph()
+    n, k = neighbors.shape
+    torch.manual_seed(0)
+    model = Lander(in_dim=6, hidden=8, num_layers=1)
+    source, target, similarity = (torch.from_numpy(a) for a in edge_arrays(neighbors, similarities))
+    weight = normalized_edge_weights(similarity, target, n)
+    x = torch.from_numpy(features)
+    h = model.embed(x, source, target, weight)
+
+    conv = model.convs[0]
+    aggregated = (weight.reshape(n, k - 1, 1) * x[source].reshape(n, k - 1, -1)).sum(1)
+    concatenated = torch.cat([x, aggregated], dim=1)
+    matrix = torch.cat([conv.lin_root.weight, conv.lin_rel.weight], dim=1)
+    expected = torch.relu(concatenated @ matrix.T + conv.lin_rel.bias)
+    assert torch.allclose(h, expected, atol=1e-5)
+
+
+def test_edge_weights_sum_to_one_per_centre():
+    _, neighbors, similarities = _random_graph()
+    n = neighbors.shape[0]
+    _, target, similarity = (torch.from_numpy(a) for a in edge_arrays(neighbors, similarities))
+    weight = normalized_edge_weights(similarity, target, n)
+    sums = torch.zeros(n).index_add_(0, target, weight)
+    assert torch.allclose(sums, torch.ones(n), atol=1e-5)
+    assert torch.all(weight >= 0)
+
+
+def test_predicted_density_formula():
+    prob_same = torch.tensor([[1.0, 0.0], [0.75, 0.5]])
+    similarity = torch.tensor([[0.8, 0.4], [0.6, 1.0]])
+    density = predicted_density(prob_same, similarity)
+    assert torch.allclose(density, torch.tensor([(0.8 - 0.4) / 2, (0.6 * 0.5 + 0.0) / 2]))
+
+
+def test_sampled_batch_matches_full_graph():
+    features, neighbors, similarities = _random_graph(n=80, k=6, seed=3)
+    torch.manual_seed(0)
+    for num_layers in (1, 2):
+        model = Lander(in_dim=6, hidden=16, num_layers=num_layers).eval()
+        graph = LevelGraph(
+            inputs=features, neighbors=neighbors, similarities=similarities,
+            labels=np.zeros(80, dtype=np.int64), density=np.zeros(80, dtype=np.float32),
+        )
+        prob_full, _ = score_level(model, features, neighbors, similarities)
+        seeds = np.array([3, 10, 41, 77])
+        batch = NeighborhoodSampler(graph, num_layers, batch_size=4, device="cpu").batch(seeds)
+        with torch.no_grad():
+            h = model.embed(batch.inputs, batch.source, batch.target, batch.weight)
+            logits = model.link_logits(h, batch.seed_source, batch.seed_target)
+        prob_batch = torch.softmax(logits, 1)[:, 1].reshape(4, 5).numpy()
+        assert np.allclose(prob_batch, prob_full[seeds], atol=1e-5), num_layers
+
+
+def test_gat_variant_runs_forward_and_backward():
+    features, neighbors, similarities = _random_graph()
+    model = Lander(in_dim=6, hidden=8, conv="gat", heads=2)
+    source, target, similarity = (torch.from_numpy(a) for a in edge_arrays(neighbors, similarities))
+    weight = normalized_edge_weights(similarity, target, 60)
+    h = model.embed(torch.from_numpy(features), source, target, weight)
+    logits = model.link_logits(h, source, target)
+    logits.sum().backward()
+    assert logits.shape == (source.shape[0], 2)
+    assert model.convs[0].lin.weight.grad is not None
