@@ -51,22 +51,23 @@ def test_predicted_density_formula():
 
 
 def test_sampled_batch_matches_full_graph():
+    # Unsorted seeds: the batch must keep their order in its seed arrays.
     features, neighbors, similarities = _random_graph(n=80, k=6, seed=3)
     torch.manual_seed(0)
-    for num_layers in (1, 2):
-        model = Lander(in_dim=6, hidden=16, num_layers=num_layers).eval()
+    for num_layers, conv in ((1, "graphconv"), (2, "graphconv"), (2, "gat")):
+        model = Lander(in_dim=6, hidden=16, num_layers=num_layers, conv=conv).eval()
         graph = LevelGraph(
             inputs=features, neighbors=neighbors, similarities=similarities,
             labels=np.zeros(80, dtype=np.int64), density=np.zeros(80, dtype=np.float32),
         )
         prob_full, _ = score_level(model, features, neighbors, similarities)
-        seeds = np.array([3, 10, 41, 77])
+        seeds = np.array([41, 3, 77, 10])
         batch = NeighborhoodSampler(graph, num_layers, batch_size=4, device="cpu").batch(seeds)
         with torch.no_grad():
-            h = model.embed(batch.inputs, batch.source, batch.target, batch.weight)
-            logits = model.link_logits(h, batch.seed_source, batch.seed_target)
+            h = model.embed(batch.inputs, batch.source, batch.target, batch.weight, batch.output_sizes)
+            logits = model.link_logits(h, batch.seed_source, batch.seed_target, batch.seed_similarity.reshape(-1))
         prob_batch = torch.softmax(logits, 1)[:, 1].reshape(4, 5).numpy()
-        assert np.allclose(prob_batch, prob_full[seeds], atol=1e-5), num_layers
+        assert np.allclose(prob_batch, prob_full[seeds], atol=1e-5), (num_layers, conv)
 
 
 def test_gat_variant_runs_forward_and_backward():
@@ -75,7 +76,7 @@ def test_gat_variant_runs_forward_and_backward():
     source, target, similarity = (torch.from_numpy(a) for a in edge_arrays(neighbors, similarities))
     weight = normalized_edge_weights(similarity, target, 60)
     h = model.embed(torch.from_numpy(features), source, target, weight)
-    logits = model.link_logits(h, source, target)
+    logits = model.link_logits(h, source, target, similarity)
     logits.sum().backward()
     assert logits.shape == (source.shape[0], 2)
     assert model.convs[0].lin.weight.grad is not None

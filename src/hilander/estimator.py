@@ -21,7 +21,7 @@ from . import __version__
 from .data import check_features, check_labels, l2_normalize
 from .inference import HierarchyResult, cluster_hierarchy
 from .metrics import evaluate
-from .model import CONV_TYPES, Lander
+from .model import CONV_TYPES, LINK_HEADS, Lander
 from .training import NeighborhoodSampler, build_training_levels, train_epoch
 
 __all__ = ["HiLander", "FORMAT_VERSION"]
@@ -64,11 +64,17 @@ class HiLander:
         max_levels: maximum number of hierarchy levels at inference. Validation may choose fewer.
         train_knn: (k, levels) pairs; each builds a ground-truth hierarchy of that many levels
             whose graphs are all used for training.
+        train_link_drop: one ground-truth hierarchy is built per (k, levels) pair and per value
+            here; each same-class link is dropped with this probability, so values above 0 add
+            upper-level training graphs of clusters cut into more pieces.
         hidden: width of the GNN's first layer.
         num_layers: graph conv layers, 1 to 4.
         conv: ``"graphconv"`` (similarity-weighted mean) or ``"gat"`` (graph attention).
         heads: attention heads of the ``"gat"`` layer.
         dropout: dropout after each conv layer during training.
+        link_head: ``"product"`` scores an edge from the sum and the elementwise product of its
+            ends' projected embeddings plus their cosine similarity; ``"additive"`` uses the sum
+            alone, as the reference implementation does.
         use_cluster_features: append each node's cluster mean feature to its input.
         knn_on_means: above level 0, build the kNN graph on cluster means instead of peak features.
         epochs: training epochs; each epoch visits every node of every training graph once.
@@ -95,11 +101,13 @@ class HiLander:
         tau: float | None = None,
         max_levels: int = 10,
         train_knn: tuple[tuple[int, int], ...] = _DEFAULT_TRAIN_KNN,
+        train_link_drop: tuple[float, ...] = (0.0,),
         hidden: int = 512,
         num_layers: int = 1,
         conv: str = "graphconv",
         heads: int = 1,
         dropout: float = 0.0,
+        link_head: str = "product",
         use_cluster_features: bool = True,
         knn_on_means: bool = True,
         epochs: int = 20,
@@ -115,11 +123,13 @@ class HiLander:
         self.tau = tau
         self.max_levels = max_levels
         self.train_knn = train_knn
+        self.train_link_drop = train_link_drop
         self.hidden = hidden
         self.num_layers = num_layers
         self.conv = conv
         self.heads = heads
         self.dropout = dropout
+        self.link_head = link_head
         self.use_cluster_features = use_cluster_features
         self.knn_on_means = knn_on_means
         self.epochs = epochs
@@ -140,11 +150,13 @@ class HiLander:
             "tau": self.tau,
             "max_levels": self.max_levels,
             "train_knn": [list(pair) for pair in self.train_knn],
+            "train_link_drop": list(self.train_link_drop),
             "hidden": self.hidden,
             "num_layers": self.num_layers,
             "conv": self.conv,
             "heads": self.heads,
             "dropout": self.dropout,
+            "link_head": self.link_head,
             "use_cluster_features": self.use_cluster_features,
             "knn_on_means": self.knn_on_means,
             "epochs": self.epochs,
@@ -168,6 +180,11 @@ class HiLander:
         require(
             len(self.train_knn) > 0 and all(len(p) == 2 and int(p[0]) >= 2 and int(p[1]) >= 1 for p in self.train_knn),
             f"train_knn={self.train_knn!r} is invalid; use (k, levels) pairs with k >= 2 and levels >= 1",
+        )
+        require(self.link_head in LINK_HEADS, f"link_head={self.link_head!r} is invalid; use one of {LINK_HEADS}")
+        require(
+            len(self.train_link_drop) > 0 and all(0.0 <= d < 1.0 for d in self.train_link_drop),
+            f"train_link_drop={self.train_link_drop!r} is invalid; use values in [0, 1)",
         )
         require(self.conv in CONV_TYPES, f"conv={self.conv!r} is invalid; use one of {CONV_TYPES}")
         require(1 <= self.num_layers <= 4, f"num_layers={self.num_layers!r} is invalid; use 1 to 4")
@@ -219,19 +236,23 @@ class HiLander:
         validation_features, validation_labels = features[validation_mask], labels[validation_mask]
 
         graphs = []
-        for index, (k, levels) in enumerate(self.train_knn):
+        recipes = [(int(k), int(levels), float(drop)) for k, levels in self.train_knn for drop in self.train_link_drop]
+        for index, (k, levels, drop) in enumerate(recipes):
             graphs += build_training_levels(
-                fit_features, fit_labels, int(k), int(levels),
+                fit_features, fit_labels, k, levels,
                 use_cluster_features=self.use_cluster_features, knn_on_means=self.knn_on_means,
+                link_drop=drop, rng=rng,
             )
             if progress:
-                progress("training graphs", index + 1, len(self.train_knn))
+                progress("training graphs", index + 1, len(recipes))
         logger.info("built %d training graphs with %s nodes", len(graphs), [g.num_nodes for g in graphs])
 
         device = torch.device(self.device)
         self.n_features_in_ = features.shape[1]
         in_dim = features.shape[1] * (2 if self.use_cluster_features else 1)
-        self.model_ = Lander(in_dim, self.hidden, self.num_layers, self.conv, self.heads, self.dropout).to(device)
+        self.model_ = Lander(
+            in_dim, self.hidden, self.num_layers, self.conv, self.heads, self.dropout, self.link_head
+        ).to(device)
         samplers = [NeighborhoodSampler(g, self.num_layers, self.batch_size, device) for g in graphs]
         steps_per_epoch = sum(len(s) for s in samplers)
         optimizer = torch.optim.SGD(self.model_.parameters(), lr=self.lr, momentum=0.9, weight_decay=1e-5)
@@ -409,10 +430,14 @@ class HiLander:
         params = dict(config["params"])
         params["train_knn"] = tuple(tuple(pair) for pair in params["train_knn"])
         params["tau_grid"] = tuple(params["tau_grid"])
+        params["train_link_drop"] = tuple(params["train_link_drop"])
         params["device"] = device
         estimator = cls(**params)
         in_dim = config["n_features_in_"] * (2 if estimator.use_cluster_features else 1)
-        model = Lander(in_dim, estimator.hidden, estimator.num_layers, estimator.conv, estimator.heads, estimator.dropout)
+        model = Lander(
+            in_dim, estimator.hidden, estimator.num_layers, estimator.conv, estimator.heads,
+            estimator.dropout, estimator.link_head,
+        )
         model.load_state_dict(tensors, strict=True)
         estimator.model_ = model.to(device).eval()
         estimator.k_ = int(config["k_"])

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import connected_components
 
+from .data import l2_normalize
 from .graph import edge_arrays, knn_graph
 from .model import Lander, normalized_edge_weights, predicted_density
 
@@ -110,11 +111,6 @@ def cluster_means(features: np.ndarray, assignment: np.ndarray, num_clusters: in
     return (indicator @ features / sizes[:, None]).astype(np.float32)
 
 
-def _unit_rows(features: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return (features / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
 def node_inputs(features: np.ndarray, means: np.ndarray, use_cluster_features: bool) -> np.ndarray:
     """Build the GNN input of each node: its feature, joined with its cluster mean if enabled."""
     if use_cluster_features:
@@ -144,7 +140,7 @@ def score_level(
     similarity_t = torch.from_numpy(np.ascontiguousarray(similarity)).to(device)
     weight = normalized_edge_weights(similarity_t, target_t, n)
     h = model.embed(x, source_t, target_t, weight)
-    prob = model.link_probabilities(h, source_t, target_t).reshape(n, k - 1)
+    prob = model.link_probabilities(h, source_t, target_t, similarity_t).reshape(n, k - 1)
     density = predicted_density(prob, similarity_t.reshape(n, k - 1))
     return prob.cpu().numpy(), density.cpu().numpy()
 
@@ -172,15 +168,15 @@ def cluster_hierarchy(
     tau: float,
     max_levels: int = 10,
     use_cluster_features: bool = True,
+    knn_on_means: bool = False,
     min_merge_fraction: float = 0.0,
     device: torch.device | str = "cpu",
     on_level=None,
-    knn_on_means: bool = False,
 ) -> HierarchyResult:
     """Cluster L2-normalised features level by level until merging stops.
 
     Each level builds a kNN graph over the current nodes (the samples at level 0, then one
-    super-node per cluster, placed at its peak's feature), scores it with ``model``, decodes it and
+    super-node per cluster, whose feature is its peak's feature), scores it with ``model``, decodes it and
     merges the clusters. Iteration stops when a level adds no edge, after ``max_levels`` levels,
     when fewer than 2 nodes remain, or when a level merges fewer than ``min_merge_fraction`` of its
     nodes. Levels with fewer nodes than k use k = number of nodes.
@@ -192,6 +188,8 @@ def cluster_hierarchy(
         tau: link threshold on P(same class).
         max_levels: maximum number of levels to decode.
         use_cluster_features: append each node's cluster mean to its feature (as in training).
+        knn_on_means: above level 0, build the kNN graph on the L2-normalised cluster means
+            instead of the peak features.
         min_merge_fraction: stall threshold; 0 disables it.
         device: torch device for the model.
         on_level: optional callable ``(level, num_nodes, edges_added)`` run after each level.
@@ -209,7 +207,7 @@ def cluster_hierarchy(
         if num_nodes < 2:
             break
         level_k = min(k, num_nodes)
-        knn_features = _unit_rows(means) if (knn_on_means and level > 0) else node_features
+        knn_features = l2_normalize(means) if (knn_on_means and level > 0) else node_features
         neighbors, similarities = knn_graph(knn_features, level_k)
         inputs = node_inputs(node_features, means, use_cluster_features)
         prob_same, density = score_level(model, inputs, neighbors, similarities, device)

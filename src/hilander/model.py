@@ -13,6 +13,7 @@ from torch_geometric.utils import to_torch_csr_tensor
 __all__ = ["Lander", "normalized_edge_weights", "predicted_density"]
 
 CONV_TYPES = ("graphconv", "gat")
+LINK_HEADS = ("product", "additive")
 
 
 def normalized_edge_weights(similarity: torch.Tensor, target: torch.Tensor, num_nodes: int) -> torch.Tensor:
@@ -82,8 +83,11 @@ class Lander(nn.Module):
         conv: str = "graphconv",
         heads: int = 1,
         dropout: float = 0.0,
+        link_head: str = "product",
     ) -> None:
         super().__init__()
+        if link_head not in LINK_HEADS:
+            raise ValueError(f"link_head={link_head!r} is not supported; use one of {LINK_HEADS}")
         if conv not in CONV_TYPES:
             raise ValueError(f"conv={conv!r} is not supported; use one of {CONV_TYPES}")
         if not 1 <= num_layers <= 4:
@@ -101,56 +105,100 @@ class Lander(nn.Module):
         self.dropout = nn.Dropout(dropout)
         out_dim = widths[-1]
         half = hidden // 2
+        self.link_head = link_head
         self.source_proj = nn.Linear(out_dim, half)
         self.target_proj = nn.Linear(out_dim, half)
+        classifier_in = half
+        if link_head == "product":
+            # A shared projection whose elementwise product of the two ends acts as a learned
+            # bilinear similarity, which the additive reference head can only approximate.
+            self.product_proj = nn.Linear(out_dim, half)
+            classifier_in = 2 * half + 1
         self.classifier = nn.Sequential(
-            nn.PReLU(half), nn.Linear(half, half), nn.PReLU(half), nn.Linear(half, 2)
+            nn.PReLU(classifier_in), nn.Linear(classifier_in, half), nn.PReLU(half), nn.Linear(half, 2)
         )
 
     def embed(
-        self, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+        self,
+        x: torch.Tensor,
+        source: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor,
+        output_sizes: list[int] | None = None,
     ) -> torch.Tensor:
-        """Embed every node from its input and its neighbours' inputs.
+        """Embed nodes from their inputs and their neighbours' inputs.
 
         Args:
             x: (n, in_dim) node inputs.
             source, target: (E,) int64 edge ends; messages flow source -> target.
             weight: (E,) row-normalised similarity of each edge.
+            output_sizes: optional, one entry per layer: layer l computes embeddings only for the
+                first ``output_sizes[l]`` nodes, reading inputs of the nodes the previous layer
+                computed. A mini-batch orders its nodes by hop distance from the seeds, so each
+                layer skips the outer hop that no later step reads. ``None`` computes all nodes.
 
         Returns:
-            (n, out_dim) embeddings, exact for nodes whose full neighbourhood (to the model's depth)
-            is in the graph.
+            (n, out_dim) embeddings, or (output_sizes[-1], out_dim) with ``output_sizes``; exact
+            for nodes whose full neighbourhood (to the model's depth) is in the graph.
         """
-        n = x.shape[0]
+        sizes = output_sizes if output_sizes is not None else [x.shape[0]] * len(self.convs)
         h = x
-        if self.conv_type == "graphconv":
-            # A CSR adjacency (row = target) keeps memory at O(E) instead of an (E, width) message tensor.
-            adjacency_t = to_torch_csr_tensor(torch.stack([target, source]), weight, size=(n, n))
-            for conv in self.convs:
-                h = self.dropout(torch.relu(conv(h, adjacency_t)))
-        else:
-            edge_index = torch.stack([source, target])
-            for conv in self.convs:
-                h = self.dropout(torch.relu(conv(h, edge_index)))
+        for conv, size in zip(self.convs, sizes):
+            keep = target < size
+            layer_source, layer_target, layer_weight = source[keep], target[keep], weight[keep]
+            if self.conv_type == "graphconv":
+                # A CSR adjacency (row = target) keeps memory at O(E) instead of an (E, width) message tensor.
+                adjacency_t = to_torch_csr_tensor(
+                    torch.stack([layer_target, layer_source]), layer_weight, size=(size, h.shape[0])
+                )
+                h = conv((h, h[:size]), adjacency_t)
+            else:
+                edge_index = torch.stack([layer_source, layer_target])
+                h = conv((h, h[:size]), edge_index, size=(h.shape[0], size))
+            h = self.dropout(torch.relu(h))
         return h
 
-    def link_logits(self, h: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def link_logits(
+        self, h: torch.Tensor, source: torch.Tensor, target: torch.Tensor, similarity: torch.Tensor
+    ) -> torch.Tensor:
         """Score edges from node embeddings.
+
+        Args:
+            h: (n, out_dim) node embeddings.
+            source, target: (E,) int64 edge ends.
+            similarity: (E,) cosine similarity of each edge (used by the ``"product"`` head).
 
         Returns:
             (E, 2) logits; softmax index 1 is P(same class).
         """
-        return self.classifier(self.source_proj(h)[source] + self.target_proj(h)[target])
+        projected = self._project(h)
+        return self._score(projected, source, target, similarity)
+
+    def _project(self, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.link_head == "product":
+            return self.source_proj(h), self.target_proj(h), self.product_proj(h)
+        return self.source_proj(h), self.target_proj(h)
+
+    def _score(self, projected, source, target, similarity) -> torch.Tensor:
+        combined = projected[0][source] + projected[1][target]
+        if self.link_head == "product":
+            product = projected[2][source] * projected[2][target]
+            combined = torch.cat([combined, product, similarity.unsqueeze(1).to(combined.dtype)], dim=1)
+        return self.classifier(combined)
 
     def link_probabilities(
-        self, h: torch.Tensor, source: torch.Tensor, target: torch.Tensor, chunk_size: int = 1 << 20
+        self,
+        h: torch.Tensor,
+        source: torch.Tensor,
+        target: torch.Tensor,
+        similarity: torch.Tensor,
+        chunk_size: int = 1 << 20,
     ) -> torch.Tensor:
         """Return P(same class) of each edge, computed in chunks of edges to bound memory."""
-        source_h = self.source_proj(h)
-        target_h = self.target_proj(h)
+        projected = self._project(h)
         out = torch.empty(source.shape[0], dtype=h.dtype, device=h.device)
         for start in range(0, source.shape[0], chunk_size):
             stop = start + chunk_size
-            logits = self.classifier(source_h[source[start:stop]] + target_h[target[start:stop]])
+            logits = self._score(projected, source[start:stop], target[start:stop], similarity[start:stop])
             out[start:stop] = torch.softmax(logits, dim=1)[:, 1]
         return out

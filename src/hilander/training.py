@@ -14,8 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data import l2_normalize
 from .graph import ground_truth_density, knn_graph, same_label_mask
-from .inference import _unit_rows, cluster_means, decode_level, node_inputs, super_nodes
+from .inference import cluster_means, decode_level, node_inputs, super_nodes
 from .model import Lander, normalized_edge_weights, predicted_density
 
 __all__ = ["LevelGraph", "build_training_levels", "NeighborhoodSampler", "batch_loss", "train_epoch"]
@@ -47,8 +48,14 @@ class LevelGraph:
 
 
 def build_training_levels(
-    features: np.ndarray, labels: np.ndarray, k: int, levels: int, use_cluster_features: bool = True,
-    knn_on_means: bool = False, link_drop: float = 0.0, rng: np.random.Generator | None = None,
+    features: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    levels: int,
+    use_cluster_features: bool = True,
+    knn_on_means: bool = False,
+    link_drop: float = 0.0,
+    rng: np.random.Generator | None = None,
 ) -> list[LevelGraph]:
     """Build up to ``levels`` training graphs by clustering with the ground truth.
 
@@ -65,18 +72,24 @@ def build_training_levels(
         k: neighbours per node, the node itself included.
         levels: maximum number of graphs to build.
         use_cluster_features: whether GNN inputs append each node's cluster mean.
+        knn_on_means: above level 0, build the kNN graph on cluster means (L2-normalised)
+            instead of peak features, as inference does with the same setting.
+        link_drop: probability of dropping each same-class link before decoding a level, which
+            leaves more, smaller clusters for the next level.
+        rng: random generator for ``link_drop``; seeded with 0 when omitted.
 
     Returns:
         List of :class:`LevelGraph`, level 0 first.
     """
     graphs: list[LevelGraph] = []
+    rng = rng if rng is not None else np.random.default_rng(0)
     assignment = np.arange(features.shape[0], dtype=np.int64)
     node_features, means, node_labels = features, features, labels
     for level in range(levels):
         num_nodes = node_features.shape[0]
         if num_nodes < 2:
             break
-        knn_features = _unit_rows(means) if (knn_on_means and level > 0) else node_features
+        knn_features = l2_normalize(means) if (knn_on_means and level > 0) else node_features
         neighbors, similarities = knn_graph(knn_features, min(k, num_nodes))
         density = ground_truth_density(neighbors, similarities, node_labels)
         graphs.append(
@@ -112,6 +125,7 @@ class Batch:
     source: torch.Tensor
     target: torch.Tensor
     weight: torch.Tensor
+    output_sizes: list[int]
     seed_source: torch.Tensor
     seed_target: torch.Tensor
     seed_similarity: torch.Tensor
@@ -143,21 +157,36 @@ class NeighborhoodSampler:
         """Yield :class:`Batch` objects covering every node once, in random order."""
         order = rng.permutation(self.graph.num_nodes)
         for start in range(0, order.shape[0], self.batch_size):
-            yield self.batch(np.sort(order[start : start + self.batch_size]))
+            yield self.batch(order[start : start + self.batch_size])
 
     def batch(self, seeds: np.ndarray) -> Batch:
-        """Build the subgraph of ``seeds`` (sorted int64 node ids)."""
+        """Build the subgraph of ``seeds`` (unique int64 node ids).
+
+        Local node ids are ordered by hop distance from the seeds (the seeds first, then their
+        new neighbours, and so on), so every hop set is a prefix and each conv layer computes only
+        the prefix that the next step reads.
+        """
         neighbors = self.graph.neighbors
         k = neighbors.shape[1]
-        hops = [seeds]
+        hop_sets = [np.unique(seeds)]
+        ordered = [hop_sets[0]]
         for _ in range(self.num_layers + 1):
-            hops.append(np.union1d(hops[-1], neighbors[hops[-1], 1:].ravel()))
-        centres, nodes = hops[-2], hops[-1]
+            grown = np.union1d(hop_sets[-1], neighbors[hop_sets[-1], 1:].ravel())
+            ordered.append(np.setdiff1d(grown, hop_sets[-1], assume_unique=True))
+            hop_sets.append(grown)
+        nodes = np.concatenate(ordered)
+        sorted_position = np.argsort(nodes, kind="stable")
+        sorted_nodes = nodes[sorted_position]
 
         def local(ids: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.searchsorted(nodes, ids))
+            return torch.from_numpy(sorted_position[np.searchsorted(sorted_nodes, ids)])
 
-        target = local(np.repeat(centres, k - 1))
+        # Layer l (of L) outputs the nodes within L - l hops of the seeds; the last outputs the
+        # seeds and their neighbours, which the link head reads.
+        hop_sizes = [hop_set.shape[0] for hop_set in hop_sets]
+        output_sizes = [hop_sizes[self.num_layers - layer] for layer in range(self.num_layers)]
+        centres = nodes[: output_sizes[0]]
+        target = torch.from_numpy(np.repeat(np.arange(centres.shape[0]), k - 1))
         similarity = torch.from_numpy(self.graph.similarities[centres, 1:].ravel())
         seed_neighbors = neighbors[seeds, 1:]
         seed_density = self.density[seeds]
@@ -169,7 +198,8 @@ class NeighborhoodSampler:
             inputs=self.inputs[nodes].to(to),
             source=local(neighbors[centres, 1:].ravel()).to(to),
             target=target.to(to),
-            weight=normalized_edge_weights(similarity, target, nodes.shape[0]).to(to),
+            weight=normalized_edge_weights(similarity, target, centres.shape[0]).to(to),
+            output_sizes=output_sizes,
             seed_source=local(seed_neighbors.ravel()).to(to),
             seed_target=local(np.repeat(seeds, k - 1)).to(to),
             seed_similarity=torch.from_numpy(self.graph.similarities[seeds, 1:]).to(to),
@@ -189,8 +219,8 @@ def batch_loss(model: Lander, batch: Batch, generator: torch.Generator) -> tuple
     Returns:
         ``(loss, parts)`` where ``parts`` holds the float values of ``"density"`` and ``"link"``.
     """
-    h = model.embed(batch.inputs, batch.source, batch.target, batch.weight)
-    logits = model.link_logits(h, batch.seed_source, batch.seed_target)
+    h = model.embed(batch.inputs, batch.source, batch.target, batch.weight, batch.output_sizes)
+    logits = model.link_logits(h, batch.seed_source, batch.seed_target, batch.seed_similarity.reshape(-1))
     num_seeds, degree = batch.seed_similarity.shape
     prob_same = torch.softmax(logits, dim=1)[:, 1].reshape(num_seeds, degree)
     density_loss = F.mse_loss(predicted_density(prob_same, batch.seed_similarity), batch.seed_density)

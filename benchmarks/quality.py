@@ -1,0 +1,111 @@
+"""Clustering quality of hilander against tuned baselines on unseen classes, side by side.
+
+For each dataset, every method sees the same embeddings: its free parameter is tuned on the
+meta-train classes only, then it clusters the test classes, which no method has seen.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.quality --datasets clinc150 banking77 --output benchmarks/results/quality.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hilander import HiLander, __version__
+from hilander.datasets import DATASETS, load_open_set_split
+from hilander.metrics import evaluate
+
+from .baselines import BASELINES
+
+logger = logging.getLogger("benchmarks.quality")
+
+COLUMNS = ("pairwise_f", "bcubed_f", "nmi", "pairwise_precision", "pairwise_recall", "n_clusters")
+
+
+def run_hilander(split, seed: int) -> tuple[dict, str, float]:
+    started = time.perf_counter()
+    model = HiLander(random_state=seed).fit(split.train_features, split.train_labels)
+    predicted = model.predict(split.test_features)
+    seconds = time.perf_counter() - started
+    setting = f"k={model.k_}, tau={model.tau_:.2f}, levels={model.n_levels_}"
+    return evaluate(split.test_labels, predicted), setting, seconds
+
+
+def run_baseline(name: str, split, seed: int) -> tuple[dict, str, float]:
+    method = BASELINES[name](seed=seed) if name == "kmeans" else BASELINES[name]()
+    started = time.perf_counter()
+    parameter = method.tune(split.train_features, split.train_labels)
+    n_classes = int(np.unique(split.test_labels).shape[0])
+    predicted = method.run(split.test_features, parameter, n_classes)
+    seconds = time.perf_counter() - started
+    setting = "true k given" if parameter is None else f"tuned: {parameter}"
+    return evaluate(split.test_labels, predicted), setting, seconds
+
+
+def markdown_table(rows: list[dict]) -> str:
+    header = "| dataset | method | setting | pairwise F | BCubed F | NMI | pairwise P | pairwise R | clusters (true) | time (s) |"
+    lines = [header, "|" + "---|" * 10]
+    for row in rows:
+        m = row["metrics"]
+        lines.append(
+            f"| {row['dataset']} | {row['method']} | {row['setting']} | {m['pairwise_f']:.3f} | "
+            f"{m['bcubed_f']:.3f} | {m['nmi']:.3f} | {m['pairwise_precision']:.3f} | "
+            f"{m['pairwise_recall']:.3f} | {m['n_clusters']} ({m['n_classes']}) | {row['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("--methods", nargs="+", default=["hilander", *BASELINES], choices=["hilander", *BASELINES])
+    parser.add_argument("--data-dir", default=None, help="Folder that contains the dataset folders.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=None, help="Write the results as JSON here.")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    rows = []
+    for dataset in args.datasets:
+        split = load_open_set_split(dataset, args.data_dir)
+        for method in args.methods:
+            logger.info("%s: running %s", dataset, method)
+            if method == "hilander":
+                metrics, setting, seconds = run_hilander(split, args.seed)
+                name = "hilander"
+            else:
+                metrics, setting, seconds = run_baseline(method, split, args.seed)
+                name = BASELINES[method].name
+            rows.append({"dataset": dataset, "method": name, "setting": setting, "metrics": metrics, "seconds": seconds})
+            logger.info("%s %s: %s", dataset, name, {c: metrics[c] for c in COLUMNS})
+
+    table = markdown_table(rows)
+    print(table)
+    if args.output is not None:
+        report = {
+            "date": date.today().isoformat(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+            "versions": {"hilander": __version__, "torch": torch.__version__, "numpy": np.__version__},
+            "rows": rows,
+        }
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=args.output.parent, suffix=".tmp")
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(report, handle, indent=2)
+        os.replace(temporary, args.output)
+
+
+if __name__ == "__main__":
+    main()
