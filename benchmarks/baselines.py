@@ -59,26 +59,31 @@ class AverageLinkage:
 
 
 class Hdbscan:
-    """HDBSCAN (scikit-learn) on cosine distance, tuned over min_cluster_size; noise as singletons.
+    """HDBSCAN (scikit-learn) on cosine distance; noise points count as singletons.
+
+    Tuned over min_cluster_size and min_samples (None means equal to min_cluster_size).
 
     The cosine distance matrix is precomputed (N^2 float64, 1.8 GB at N = 15,000), because
     scikit-learn's tree-based neighbour search is slow in 384 dimensions.
     """
 
-    name = "HDBSCAN (cosine, min_cluster_size tuned)"
-    sizes = (3, 5, 10, 20, 40, 80)
+    name = "HDBSCAN (cosine, tuned)"
+    grid = tuple((size, samples) for size in (5, 10, 20, 40, 80) for samples in (1, 5, None))
 
     def tune(self, features, labels):
         distances = _cosine_distances(features)
-        scores = [_score(labels, self._cluster(distances, size)) for size in self.sizes]
-        return int(self.sizes[int(np.argmax(scores))])
+        scores = [_score(labels, self._cluster(distances, setting)) for setting in self.grid]
+        return self.grid[int(np.argmax(scores))]
 
     def run(self, features, parameter, n_classes):
         return self._cluster(_cosine_distances(features), parameter)
 
     @staticmethod
-    def _cluster(distances, min_cluster_size):
-        model = HDBSCAN(min_cluster_size=int(min_cluster_size), metric="precomputed", copy=True)
+    def _cluster(distances, setting):
+        min_cluster_size, min_samples = setting
+        model = HDBSCAN(
+            min_cluster_size=min_cluster_size, min_samples=min_samples, metric="precomputed", copy=True
+        )
         return noise_to_singletons(model.fit_predict(distances))
 
 

@@ -50,7 +50,12 @@ def run_baseline(name: str, split, seed: int) -> tuple[dict, str, float]:
     n_classes = int(np.unique(split.test_labels).shape[0])
     predicted = method.run(split.test_features, parameter, n_classes)
     seconds = time.perf_counter() - started
-    setting = "true k given" if parameter is None else f"tuned: {parameter}"
+    if parameter is None:
+        setting = "true k given"
+    elif name == "hdbscan":
+        setting = f"tuned: min_cluster_size={parameter[0]}, min_samples={parameter[1]}"
+    else:
+        setting = f"tuned: threshold={parameter}"
     return evaluate(split.test_labels, predicted), setting, seconds
 
 

@@ -22,7 +22,7 @@ from .data import check_features, check_labels, l2_normalize
 from .inference import HierarchyResult, cluster_hierarchy
 from .metrics import evaluate
 from .model import CONV_TYPES, LINK_HEADS, Lander
-from .training import NeighborhoodSampler, build_training_levels, train_epoch
+from .training import NeighborhoodSampler, build_training_levels, epoch_steps, train_epoch
 
 __all__ = ["HiLander", "FORMAT_VERSION"]
 
@@ -80,6 +80,8 @@ class HiLander:
         epochs: training epochs; each epoch visits every node of every training graph once.
         lr: initial SGD learning rate, annealed to 1e-5 by a cosine schedule.
         batch_size: seed nodes per mini-batch.
+        balance_graphs: give every training graph the same number of steps per epoch, cycling
+            the small upper-level graphs, instead of one pass over each graph.
         validation_fraction: share of the training classes held out for model and setting
             selection. With fewer than 4 classes, or 0, the training data is used instead.
         eval_every: epochs between validation runs that select the best model.
@@ -101,7 +103,7 @@ class HiLander:
         tau: float | None = None,
         max_levels: int = 10,
         train_knn: tuple[tuple[int, int], ...] = _DEFAULT_TRAIN_KNN,
-        train_link_drop: tuple[float, ...] = (0.0,),
+        train_link_drop: tuple[float, ...] = (0.0, 0.5),
         hidden: int = 512,
         num_layers: int = 1,
         conv: str = "graphconv",
@@ -112,7 +114,8 @@ class HiLander:
         knn_on_means: bool = True,
         epochs: int = 20,
         lr: float = 0.1,
-        batch_size: int = 1024,
+        batch_size: int = 4096,
+        balance_graphs: bool = True,
         validation_fraction: float = 0.2,
         eval_every: int = 5,
         tau_grid: tuple[float, ...] = _DEFAULT_TAU_GRID,
@@ -135,6 +138,7 @@ class HiLander:
         self.epochs = epochs
         self.lr = lr
         self.batch_size = batch_size
+        self.balance_graphs = balance_graphs
         self.validation_fraction = validation_fraction
         self.eval_every = eval_every
         self.tau_grid = tau_grid
@@ -162,6 +166,7 @@ class HiLander:
             "epochs": self.epochs,
             "lr": self.lr,
             "batch_size": self.batch_size,
+            "balance_graphs": self.balance_graphs,
             "validation_fraction": self.validation_fraction,
             "eval_every": self.eval_every,
             "tau_grid": list(self.tau_grid),
@@ -254,7 +259,7 @@ class HiLander:
             in_dim, self.hidden, self.num_layers, self.conv, self.heads, self.dropout, self.link_head
         ).to(device)
         samplers = [NeighborhoodSampler(g, self.num_layers, self.batch_size, device) for g in graphs]
-        steps_per_epoch = sum(len(s) for s in samplers)
+        steps_per_epoch = epoch_steps(samplers, self.balance_graphs)
         optimizer = torch.optim.SGD(self.model_.parameters(), lr=self.lr, momentum=0.9, weight_decay=1e-5)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.epochs * steps_per_epoch, eta_min=1e-5)
 
@@ -272,7 +277,9 @@ class HiLander:
                 if progress:
                     progress("training", step, self.epochs * steps_per_epoch)
 
-            losses = train_epoch(self.model_, samplers, optimizer, scheduler, rng, generator, on_step)
+            losses = train_epoch(
+                self.model_, samplers, optimizer, scheduler, rng, generator, self.balance_graphs, on_step
+            )
             record = {"epoch": epoch + 1, **losses}
             if (epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs:
                 choice = self._select(validation_features, validation_labels, k_candidates, coarse_taus)

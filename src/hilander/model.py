@@ -5,6 +5,8 @@ Shapes: n nodes, E directed edges neighbour -> centre, d_in input features per n
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch_geometric.nn import GATConv, GraphConv
@@ -14,6 +16,16 @@ __all__ = ["Lander", "normalized_edge_weights", "predicted_density"]
 
 CONV_TYPES = ("graphconv", "gat")
 LINK_HEADS = ("product", "additive")
+
+
+def _csr_adjacency(source, target, weight, size: tuple[int, int]) -> torch.Tensor:
+    """Build the transposed adjacency (row = target) as a torch CSR tensor."""
+    with warnings.catch_warnings():
+        # torch flags CSR tensors as beta and notes that invariant checks are off; the indices
+        # here come from kNN arrays, so both messages are noise for users.
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+        return to_torch_csr_tensor(torch.stack([target, source]), weight, size=size)
 
 
 def normalized_edge_weights(similarity: torch.Tensor, target: torch.Tensor, num_nodes: int) -> torch.Tensor:
@@ -148,9 +160,7 @@ class Lander(nn.Module):
             layer_source, layer_target, layer_weight = source[keep], target[keep], weight[keep]
             if self.conv_type == "graphconv":
                 # A CSR adjacency (row = target) keeps memory at O(E) instead of an (E, width) message tensor.
-                adjacency_t = to_torch_csr_tensor(
-                    torch.stack([layer_target, layer_source]), layer_weight, size=(size, h.shape[0])
-                )
+                adjacency_t = _csr_adjacency(layer_source, layer_target, layer_weight, (size, h.shape[0]))
                 h = conv((h, h[:size]), adjacency_t)
             else:
                 edge_index = torch.stack([layer_source, layer_target])

@@ -19,7 +19,14 @@ from .graph import ground_truth_density, knn_graph, same_label_mask
 from .inference import cluster_means, decode_level, node_inputs, super_nodes
 from .model import Lander, normalized_edge_weights, predicted_density
 
-__all__ = ["LevelGraph", "build_training_levels", "NeighborhoodSampler", "batch_loss", "train_epoch"]
+__all__ = [
+    "LevelGraph",
+    "build_training_levels",
+    "NeighborhoodSampler",
+    "batch_loss",
+    "epoch_steps",
+    "train_epoch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -242,6 +249,18 @@ def batch_loss(model: Lander, batch: Batch, generator: torch.Generator) -> tuple
     return loss, {"density": float(density_loss.detach()), "link": float(link_loss.detach())}
 
 
+def epoch_steps(samplers: list[NeighborhoodSampler], balance_graphs: bool) -> int:
+    """Return the number of optimiser steps that :func:`train_epoch` takes."""
+    if balance_graphs:
+        return len(samplers) * max(len(sampler) for sampler in samplers)
+    return sum(len(sampler) for sampler in samplers)
+
+
+def _cycle(sampler: NeighborhoodSampler, rng: np.random.Generator):
+    while True:
+        yield from sampler.batches(rng)
+
+
 def train_epoch(
     model: Lander,
     samplers: list[NeighborhoodSampler],
@@ -249,24 +268,30 @@ def train_epoch(
     scheduler,
     rng: np.random.Generator,
     generator: torch.Generator,
+    balance_graphs: bool = True,
     on_step=None,
 ) -> dict:
-    """Train one epoch, taking one batch from each graph in turn until every graph is used up.
+    """Train one epoch, taking one batch from each graph in turn.
+
+    With ``balance_graphs`` the epoch lasts as many rounds as the largest graph has batches, and
+    smaller graphs start over when used up, so every graph gets the same number of steps. The
+    upper levels of a hierarchy have few nodes, and without balancing they would see a small
+    fraction of the updates. Without it, each graph is visited once.
 
     Returns:
         Mean ``"loss"``, ``"density"`` and ``"link"`` over the epoch's steps.
     """
     model.train()
-    iterators = [sampler.batches(rng) for sampler in samplers]
+    if balance_graphs:
+        rounds = max(len(sampler) for sampler in samplers)
+        cycles = [_cycle(sampler, rng) for sampler in samplers]
+        schedule = ([next(cycle) for cycle in cycles] for _ in range(rounds))
+    else:
+        schedule = _once_each(samplers, rng)
     totals = {"loss": 0.0, "density": 0.0, "link": 0.0}
     steps = 0
-    while iterators:
-        remaining = []
-        for iterator in iterators:
-            batch = next(iterator, None)
-            if batch is None:
-                continue
-            remaining.append(iterator)
+    for round_batches in schedule:
+        for batch in round_batches:
             loss, parts = batch_loss(model, batch, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -279,5 +304,19 @@ def train_epoch(
             steps += 1
             if on_step is not None:
                 on_step()
-        iterators = remaining
     return {name: value / max(steps, 1) for name, value in totals.items()}
+
+
+def _once_each(samplers: list[NeighborhoodSampler], rng: np.random.Generator):
+    """Yield rounds of one batch per graph until every graph's batches are used up."""
+    iterators = [sampler.batches(rng) for sampler in samplers]
+    while iterators:
+        round_batches, remaining = [], []
+        for iterator in iterators:
+            batch = next(iterator, None)
+            if batch is not None:
+                round_batches.append(batch)
+                remaining.append(iterator)
+        iterators = remaining
+        if round_batches:
+            yield round_batches
