@@ -1,7 +1,7 @@
 """Clustering quality of hilander against tuned baselines on unseen classes, side by side.
 
-For each dataset, every method sees the same embeddings: its free parameter is tuned on the
-meta-train classes only, then it clusters the test classes, which no method has seen.
+For each dataset, every method gets the same embeddings. Its free parameter is tuned on the
+meta-train classes only, and then it clusters the test classes, which no method was tuned on.
 
 Usage (from the repository root)::
 

@@ -77,7 +77,7 @@ def test_train_without_labels_rejected(trained):
         app, ["train", str(trained / "train.npy"), "-o", str(trained / "m2.safetensors"), *FAST]
     )
     assert result.exit_code == 2
-    assert "holds no labels; pass --labels" in result.output
+    assert "contains no labels; pass --labels" in result.output
     assert not (trained / "m2.safetensors").exists()
 
 

@@ -69,3 +69,20 @@ def test_cluster_means():
     means = cluster_means(features, np.array([1, 0, 1, 1]), 2)
     assert means[0].tolist() == pytest.approx([0, 1])
     assert means[1].tolist() == pytest.approx([7 / 3, 2 / 3])
+
+
+def test_hierarchy_stops_when_no_edge_kept():
+    import torch
+
+    from hilander.inference import cluster_hierarchy
+    from hilander.model import Lander
+
+    from conftest import blobs
+
+    features, _ = blobs(num_classes=4, per_class=10, dim=8)
+    torch.manual_seed(0)
+    model = Lander(in_dim=16, hidden=8)
+    # No probability exceeds a threshold just below 1, so level 0 keeps no edge and stops.
+    result = cluster_hierarchy(model, features, k=5, tau=0.999999)
+    assert result.level_labels == []
+    assert np.array_equal(result.labels, np.arange(40))

@@ -163,7 +163,7 @@ def train(
     _check_output(output, overwrite)
     X, y = _read_inputs(features, labels, dim, allow_pickle)
     if y is None:
-        _fail(f"{features} holds no labels; pass --labels with one class label per row")
+        _fail(f"{features} contains no labels; pass --labels with one class label per row")
     estimator = HiLander(
         k=k, tau=tau, max_levels=max_levels, epochs=epochs, lr=lr, hidden=hidden, conv=conv.value,
         validation_fraction=validation_fraction, device=device, random_state=seed,

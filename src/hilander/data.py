@@ -120,7 +120,7 @@ def load_features(
 
     Returns:
         ``(features, labels)``: validated (N, D) float32 features and (N,) int64 labels, or
-        ``None`` when the file holds no labels.
+        ``None`` when the file contains no labels.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -158,7 +158,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             feature_key = names[0]
         if feature_key is None:
             raise ValueError(
-                f"{path} holds arrays {names} but none is named {' / '.join(_FEATURE_KEYS)}; "
+                f"{path} contains arrays {names} but none is named {' / '.join(_FEATURE_KEYS)}; "
                 "save the features as 'features' (and labels as 'labels')"
             )
         label_key = next((key for key in _LABEL_KEYS if key in names), None)
@@ -195,7 +195,7 @@ def _read_pickle(path: Path, allow_pickle: bool) -> tuple[np.ndarray, np.ndarray
     if isinstance(content, (tuple, list)) and len(content) == 2:
         return np.asarray(content[0]), np.asarray(content[1])
     raise ValueError(
-        f"{path} holds a {type(content).__name__}, not the (features, labels) pair of the "
+        f"{path} contains a {type(content).__name__}, not the (features, labels) pair of the "
         "Hi-LANDER format"
     )
 

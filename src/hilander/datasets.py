@@ -1,6 +1,6 @@
 """Loaders for the labelled embedding sets used by the demo, the benchmarks and the tests.
 
-Each dataset folder holds ``emb_minilm_l6.npy`` (N x 384 float32 sentence embeddings),
+Each dataset folder contains ``emb_minilm_l6.npy`` (N x 384 float32 sentence embeddings),
 ``labels.npy`` (int64, -1 = out-of-scope), ``classes.json`` (class names by label id) and
 ``split.json`` (``meta_train_classes`` and ``test_classes`` as class names, disjoint).
 """

@@ -52,7 +52,7 @@ class HiLander:
     """Learned hierarchical clustering (Hi-LANDER) of embeddings.
 
     ``fit`` learns, from labelled embeddings of some classes, which kNN edges join samples of the
-    same class; ``predict`` then clusters embeddings of other, unseen classes without labels.
+    same class. ``predict`` then clusters embeddings of other, unseen classes without labels.
     Settings left as ``None`` (k, tau) are chosen inside ``fit`` by clustering held-out classes
     of the training data and keeping the setting with the best mean of pairwise and BCubed F.
 
@@ -62,6 +62,8 @@ class HiLander:
         tau: threshold on P(same class) for keeping an edge, in [0, 1); ``None`` chooses it from
             ``tau_grid`` by validation.
         max_levels: maximum number of hierarchy levels at inference. Validation may choose fewer.
+        min_merge_fraction: stop when a level keeps edges for fewer than this share of its
+            nodes (merging has stalled); 0 stops only when a level keeps no edge.
         train_knn: (k, levels) pairs; each builds a ground-truth hierarchy of that many levels
             whose graphs are all used for training.
         train_link_drop: one ground-truth hierarchy is built per (k, levels) pair and per value
@@ -102,6 +104,7 @@ class HiLander:
         k: int | None = None,
         tau: float | None = None,
         max_levels: int = 10,
+        min_merge_fraction: float = 0.001,
         train_knn: tuple[tuple[int, int], ...] = _DEFAULT_TRAIN_KNN,
         train_link_drop: tuple[float, ...] = (0.0, 0.5),
         hidden: int = 512,
@@ -125,6 +128,7 @@ class HiLander:
         self.k = k
         self.tau = tau
         self.max_levels = max_levels
+        self.min_merge_fraction = min_merge_fraction
         self.train_knn = train_knn
         self.train_link_drop = train_link_drop
         self.hidden = hidden
@@ -153,6 +157,7 @@ class HiLander:
             "k": self.k,
             "tau": self.tau,
             "max_levels": self.max_levels,
+            "min_merge_fraction": self.min_merge_fraction,
             "train_knn": [list(pair) for pair in self.train_knn],
             "train_link_drop": list(self.train_link_drop),
             "hidden": self.hidden,
@@ -180,6 +185,7 @@ class HiLander:
                 raise ValueError(message)
 
         require(self.k is None or (isinstance(self.k, int) and self.k >= 2), f"k={self.k!r} is invalid; use an integer >= 2 or None")
+        require(0.0 <= self.min_merge_fraction < 1.0, f"min_merge_fraction={self.min_merge_fraction!r} is invalid; use a value in [0, 1)")
         require(self.tau is None or 0.0 <= self.tau < 1.0, f"tau={self.tau!r} is invalid; use a value in [0, 1) or None")
         require(isinstance(self.max_levels, int) and self.max_levels >= 1, f"max_levels={self.max_levels!r} is invalid; use an integer >= 1")
         require(
@@ -237,63 +243,21 @@ class HiLander:
         torch.manual_seed(self.random_state)
         generator = torch.Generator().manual_seed(self.random_state)
         fit_mask, validation_mask = self._split_classes(labels, classes, rng)
-        fit_features, fit_labels = features[fit_mask], labels[fit_mask]
-        validation_features, validation_labels = features[validation_mask], labels[validation_mask]
+        validation = (features[validation_mask], labels[validation_mask])
+        graphs = self._build_graphs(features[fit_mask], labels[fit_mask], rng, progress)
 
-        graphs = []
-        recipes = [(int(k), int(levels), float(drop)) for k, levels in self.train_knn for drop in self.train_link_drop]
-        for index, (k, levels, drop) in enumerate(recipes):
-            graphs += build_training_levels(
-                fit_features, fit_labels, k, levels,
-                use_cluster_features=self.use_cluster_features, knn_on_means=self.knn_on_means,
-                link_drop=drop, rng=rng,
-            )
-            if progress:
-                progress("training graphs", index + 1, len(recipes))
-        logger.info("built %d training graphs with %s nodes", len(graphs), [g.num_nodes for g in graphs])
-
-        device = torch.device(self.device)
         self.n_features_in_ = features.shape[1]
         in_dim = features.shape[1] * (2 if self.use_cluster_features else 1)
         self.model_ = Lander(
             in_dim, self.hidden, self.num_layers, self.conv, self.heads, self.dropout, self.link_head
-        ).to(device)
-        samplers = [NeighborhoodSampler(g, self.num_layers, self.batch_size, device) for g in graphs]
-        steps_per_epoch = epoch_steps(samplers, self.balance_graphs)
-        optimizer = torch.optim.SGD(self.model_.parameters(), lr=self.lr, momentum=0.9, weight_decay=1e-5)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.epochs * steps_per_epoch, eta_min=1e-5)
-
+        ).to(torch.device(self.device))
         k_candidates = [self.k] if self.k else sorted({int(k) for k, _ in self.train_knn}, reverse=True)
-        coarse_taus = [self.tau] if self.tau is not None else list(_COARSE_TAU_GRID)
-        best: _Choice | None = None
-        best_state = None
-        self.history_ = []
-        step = 0
-        for epoch in range(self.epochs):
+        self._train(graphs, validation, k_candidates, rng, generator, progress)
 
-            def on_step() -> None:
-                nonlocal step
-                step += 1
-                if progress:
-                    progress("training", step, self.epochs * steps_per_epoch)
-
-            losses = train_epoch(
-                self.model_, samplers, optimizer, scheduler, rng, generator, self.balance_graphs, on_step
-            )
-            record = {"epoch": epoch + 1, **losses}
-            if (epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs:
-                choice = self._select(validation_features, validation_labels, k_candidates, coarse_taus)
-                record["validation_score"] = choice.score
-                if best is None or choice.score > best.score:
-                    best, best_state = choice, copy.deepcopy(self.model_.state_dict())
-            logger.info("epoch %d: %s", epoch + 1, record)
-            self.history_.append(record)
-
-        self.model_.load_state_dict(best_state)
-        taus = [self.tau] if self.tau is not None else list(self.tau_grid)
         if progress:
             progress("choosing k and tau", 0, None)
-        final = self._select(validation_features, validation_labels, k_candidates, taus)
+        taus = [self.tau] if self.tau is not None else list(self.tau_grid)
+        final = self._select(*validation, k_candidates, taus)
         self.k_, self.tau_, self.n_levels_ = final.k, final.tau, final.levels
         self.validation_ = final.metrics
         self.fit_seconds_ = time.perf_counter() - started
@@ -303,14 +267,62 @@ class HiLander:
         )
         return self
 
+    def _build_graphs(self, features, labels, rng, progress) -> list:
+        """Build the ground-truth training hierarchies of every (k, levels, link drop) recipe."""
+        graphs = []
+        recipes = [(int(k), int(levels), float(drop)) for k, levels in self.train_knn for drop in self.train_link_drop]
+        for index, (k, levels, drop) in enumerate(recipes):
+            graphs += build_training_levels(
+                features, labels, k, levels,
+                use_cluster_features=self.use_cluster_features, knn_on_means=self.knn_on_means,
+                link_drop=drop, rng=rng,
+            )
+            if progress:
+                progress("training graphs", index + 1, len(recipes))
+        logger.info("built %d training graphs with %s nodes", len(graphs), [g.num_nodes for g in graphs])
+        return graphs
+
+    def _train(self, graphs, validation, k_candidates, rng, generator, progress) -> None:
+        """Train ``self.model_`` and keep the weights of the epoch with the best validation score."""
+        samplers = [NeighborhoodSampler(g, self.num_layers, self.batch_size, self.device) for g in graphs]
+        steps_per_epoch = epoch_steps(samplers, self.balance_graphs)
+        total_steps = self.epochs * steps_per_epoch
+        optimizer = torch.optim.SGD(self.model_.parameters(), lr=self.lr, momentum=0.9, weight_decay=1e-5)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps, eta_min=1e-5)
+        coarse_taus = [self.tau] if self.tau is not None else list(_COARSE_TAU_GRID)
+        best_score, best_state = -np.inf, None
+        self.history_ = []
+        step = 0
+
+        def on_step() -> None:
+            nonlocal step
+            step += 1
+            if progress:
+                progress("training", step, total_steps)
+
+        for epoch in range(1, self.epochs + 1):
+            losses = train_epoch(
+                self.model_, samplers, optimizer, scheduler, rng, generator, self.balance_graphs, on_step
+            )
+            record = {"epoch": epoch, **losses}
+            if epoch % self.eval_every == 0 or epoch == self.epochs:
+                choice = self._select(*validation, k_candidates, coarse_taus)
+                record["validation_score"] = choice.score
+                if choice.score > best_score:
+                    best_score, best_state = choice.score, copy.deepcopy(self.model_.state_dict())
+            logger.info("epoch %d: %s", epoch, record)
+            self.history_.append(record)
+        self.model_.load_state_dict(best_state)
+
     def _split_classes(self, labels, classes, rng) -> tuple[np.ndarray, np.ndarray]:
         """Hold out a random share of classes for validation; return (fit mask, validation mask)."""
         num_validation = int(round(self.validation_fraction * classes.shape[0]))
         if classes.shape[0] < 4 or num_validation < 2:
             logger.warning(
-                "only %d classes (validation_fraction=%s): choosing the model and settings on the "
-                "training classes themselves, which favours over-merging less than held-out classes would",
-                classes.shape[0], self.validation_fraction,
+                "no validation classes held out (%d classes, validation_fraction=%s gives %d): "
+                "choosing the model and settings on the training classes themselves, which may "
+                "over-merge unseen classes; hold out at least 2 classes for a fair choice",
+                classes.shape[0], self.validation_fraction, num_validation,
             )
             everything = np.ones(labels.shape[0], dtype=bool)
             return everything, everything
@@ -335,7 +347,7 @@ class HiLander:
         return cluster_hierarchy(
             self.model_, features, k, tau, max_levels=levels,
             use_cluster_features=self.use_cluster_features, knn_on_means=self.knn_on_means,
-            device=self.device, on_level=on_level,
+            min_merge_fraction=self.min_merge_fraction, device=self.device, on_level=on_level,
         )
 
     # ------------------------------------------------------------------ predict

@@ -69,8 +69,9 @@ def pairwise(labels_true, labels_pred) -> tuple[float, float, float]:
 def bcubed(labels_true, labels_pred) -> tuple[float, float, float]:
     """Compute BCubed precision, recall and F-score (Bagga and Baldwin, 1998).
 
-    For each sample, precision is the share of its predicted cluster that has its class and
-    recall the share of its class that is in its predicted cluster; both are averaged over samples.
+    For each sample, precision is the share of its predicted cluster that has its class, and
+    recall is the share of its class that is in its predicted cluster. Both are averaged over
+    samples.
 
     Returns:
         ``(precision, recall, f_score)``, each in [0, 1].

@@ -21,8 +21,8 @@ LINK_HEADS = ("product", "additive")
 def _csr_adjacency(source, target, weight, size: tuple[int, int]) -> torch.Tensor:
     """Build the transposed adjacency (row = target) as a torch CSR tensor."""
     with warnings.catch_warnings():
-        # torch flags CSR tensors as beta and notes that invariant checks are off; the indices
-        # here come from kNN arrays, so both messages are noise for users.
+        # torch warns that CSR support is beta and that invariant checks are off. The indices
+        # come from kNN arrays and are valid, so the warnings only confuse users.
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
         warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
         return to_torch_csr_tensor(torch.stack([target, source]), weight, size=size)

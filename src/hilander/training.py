@@ -67,7 +67,7 @@ def build_training_levels(
     """Build up to ``levels`` training graphs by clustering with the ground truth.
 
     At each level a node links to its most similar neighbour that is denser (by true density) and
-    of the same class, the connected components become super-nodes at their peaks, and the next
+    of the same class. The connected components become super-nodes at their peaks, and the next
     kNN graph is built over the peaks' features. Unlike the reference implementation, which links
     to the most similar denser neighbour of any class, the links here never cross classes, so the
     upper levels show the model clusters as a correct lower level would produce them.
@@ -144,9 +144,9 @@ class Batch:
 class NeighborhoodSampler:
     """Cut mini-batches of seed nodes with their full neighbourhoods out of one level graph.
 
-    Every node of a kNN graph has exactly k - 1 neighbours, so taking all of them (fan-out k - 1) for
+    Every node of a kNN graph has exactly k - 1 neighbours. Taking all of them (fan-out k - 1) for
     ``num_layers + 1`` hops gives exact embeddings for the seeds and their neighbours, which the
-    link loss needs, while memory depends on the batch size and not on the graph size.
+    link loss needs. Memory depends on the batch size, not on the graph size.
     """
 
     def __init__(self, graph: LevelGraph, num_layers: int, batch_size: int, device) -> None:
@@ -169,8 +169,8 @@ class NeighborhoodSampler:
     def batch(self, seeds: np.ndarray) -> Batch:
         """Build the subgraph of ``seeds`` (unique int64 node ids).
 
-        Local node ids are ordered by hop distance from the seeds (the seeds first, then their
-        new neighbours, and so on), so every hop set is a prefix and each conv layer computes only
+        Local node ids are ordered by hop distance from the seeds: the seeds first, then their
+        new neighbours, and so on. Every hop set is then a prefix, so each conv layer computes only
         the prefix that the next step reads.
         """
         neighbors = self.graph.neighbors
@@ -188,8 +188,8 @@ class NeighborhoodSampler:
         def local(ids: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(sorted_position[np.searchsorted(sorted_nodes, ids)])
 
-        # Layer l (of L) outputs the nodes within L - l hops of the seeds; the last outputs the
-        # seeds and their neighbours, which the link head reads.
+        # Layer l (of L) outputs the nodes within L - l hops of the seeds. The last layer outputs
+        # the seeds and their neighbours, which the link head reads.
         hop_sizes = [hop_set.shape[0] for hop_set in hop_sets]
         output_sizes = [hop_sizes[self.num_layers - layer] for layer in range(self.num_layers)]
         centres = nodes[: output_sizes[0]]
@@ -221,7 +221,7 @@ def batch_loss(model: Lander, batch: Batch, generator: torch.Generator) -> tuple
 
     The link loss covers the edges whose source is denser than their target (the only edges that
     decoding can keep). The majority class among them is randomly subsampled to the size of the
-    minority class; when only one class is present, all of its edges are used.
+    minority class. When only one class is present, all of its edges are used.
 
     Returns:
         ``(loss, parts)`` where ``parts`` holds the float values of ``"density"`` and ``"link"``.
