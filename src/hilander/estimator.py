@@ -8,6 +8,7 @@ import logging
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -37,6 +38,23 @@ ProgressCallback = Callable[[str, int, "int | None"], None]
 _DEFAULT_TRAIN_KNN = ((10, 2), (5, 3), (3, 4))
 _DEFAULT_TAU_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
 _COARSE_TAU_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+@contextmanager
+def _deterministic_torch():
+    """Run torch with deterministic algorithms, then restore the caller's setting.
+
+    Without it, two CPU runs with the same seed differ by about 1e-5 in the weights after a few
+    epochs (from parallel scatter-adds), and the difference can change cluster ids.
+    """
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    # warn_only: an op without a deterministic kernel (some CUDA ones) warns instead of failing.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn_only)
 
 
 @dataclass
@@ -225,6 +243,10 @@ class HiLander:
             ValueError: for invalid parameters, NaN features, a wrong number of labels, fewer
                 samples than k, or fewer than 2 classes.
         """
+        with _deterministic_torch():
+            return self._fit(X, y, progress)
+
+    def _fit(self, X, y, progress: ProgressCallback | None) -> "HiLander":
         self._validate_params()
         features = l2_normalize(check_features(X))
         labels = check_labels(y, features.shape[0])
@@ -378,7 +400,8 @@ class HiLander:
                 f"X has {features.shape[0]} samples but the model clusters with k={self.k_} neighbours; "
                 f"pass at least {self.k_} samples"
             )
-        return self._hierarchy(l2_normalize(features), self.k_, self.tau_, self.n_levels_, on_level)
+        with _deterministic_torch():
+            return self._hierarchy(l2_normalize(features), self.k_, self.tau_, self.n_levels_, on_level)
 
     def predict(self, X) -> np.ndarray:
         """Cluster ``X`` (n_samples, n_features) and return (n_samples,) int64 cluster ids."""
