@@ -105,6 +105,16 @@ def test_feature_dimension_mismatch_rejected(fitted):
         fitted.predict(np.ones((20, 8), dtype=np.float32))
 
 
+def test_string_labels_accepted():
+    features, labels = blobs(num_classes=12, per_class=15, seed=6)
+    # Zero-padded names sort like the integer ids, so both fits hold out the same classes.
+    names = np.array([f"intent_{label:02d}" for label in labels])
+    by_name = HiLander(**SMALL).fit(features, names)
+    by_id = HiLander(**SMALL).fit(features, labels)
+    test_features, _ = blobs(num_classes=6, per_class=15, seed=7)
+    assert np.array_equal(by_name.predict(test_features), by_id.predict(test_features))
+
+
 def test_invalid_parameter_named():
     features, labels = blobs(num_classes=5, per_class=10)
     with pytest.raises(ValueError, match="tau=1.5 is invalid"):

@@ -71,12 +71,15 @@ def check_features(features, name: str = "X") -> np.ndarray:
     return array
 
 
-def check_labels(labels, n_samples: int, name: str = "y") -> np.ndarray:
+def check_labels(labels, n_samples: int, name: str = "y", allow_categorical: bool = False) -> np.ndarray:
     """Validate class labels and return them as int64.
 
+    With ``allow_categorical``, labels of any other dtype (class names as strings, say) are
+    encoded as integers in sorted order, as scikit-learn estimators accept them.
+
     Raises:
-        ValueError: if the labels are not 1-D, not integers, or their count differs from
-            ``n_samples``.
+        ValueError: if the labels are not 1-D, their count differs from ``n_samples``, or they
+            are not integers (and ``allow_categorical`` is false).
     """
     array = np.asarray(labels)
     if array.ndim != 1:
@@ -91,7 +94,14 @@ def check_labels(labels, n_samples: int, name: str = "y") -> np.ndarray:
             raise ValueError(f"{name} contains non-integer values; pass integer class labels")
         array = array.astype(np.int64)
     elif not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"{name} has dtype {array.dtype}; pass integer class labels")
+        if not allow_categorical:
+            raise ValueError(f"{name} has dtype {array.dtype}; pass integer class labels")
+        try:
+            _, array = np.unique(array, return_inverse=True)
+        except TypeError:
+            raise ValueError(
+                f"{name} mixes label types that cannot be sorted together; pass labels of one type"
+            ) from None
     return array.astype(np.int64, copy=False)
 
 

@@ -232,8 +232,8 @@ class HiLander:
 
         Args:
             X: (n_samples, n_features) embeddings; rows are L2-normalised internally.
-            y: (n_samples,) integer class labels. The classes should be disjoint from those
-                that ``predict`` will see, as in meta-learning.
+            y: (n_samples,) class labels: integers, or any sortable values such as class
+                names. The classes should be disjoint from those that ``predict`` will see.
             progress: optional callback ``(stage, completed, total)`` for progress display.
 
         Returns:
@@ -249,7 +249,7 @@ class HiLander:
     def _fit(self, X, y, progress: ProgressCallback | None) -> "HiLander":
         self._validate_params()
         features = l2_normalize(check_features(X))
-        labels = check_labels(y, features.shape[0])
+        labels = check_labels(y, features.shape[0], allow_categorical=True)
         largest_k = max([int(k) for k, _ in self.train_knn] + ([self.k] if self.k else []))
         if features.shape[0] < largest_k:
             raise ValueError(
