@@ -47,6 +47,9 @@ def test_cluster_then_evaluate(trained):
     result = runner.invoke(app, ["evaluate", "--gt", str(trained / "test.meta"), "--pred", str(output), "--json"])
     assert result.exit_code == 0, result.output
     scores = json.loads(result.stdout)
+    result = runner.invoke(app, ["evaluate", "--gt", str(trained / "test.meta"), "--pred", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "BCubed recall" in result.output
     assert 0.0 <= scores["pairwise_f"] <= 1.0
     assert scores["n_classes"] == 8
 
@@ -99,6 +102,36 @@ def test_demo_without_data_explains(tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert "datasets are not found" in result.output
     assert "--data-dir" in result.output
+
+
+def test_train_label_count_names_files(trained):
+    (trained / "short.meta").write_text("0\n1\n")
+    result = runner.invoke(
+        app,
+        ["train", str(trained / "train.npy"), "--labels", str(trained / "short.meta"),
+         "-o", str(trained / "m3.safetensors"), *FAST],
+    )
+    assert result.exit_code == 2
+    assert "short.meta has 2 labels but" in result.output
+    assert "has 300 rows" in result.output
+
+
+def test_unavailable_device_is_one_line_error(trained):
+    result = runner.invoke(
+        app, ["cluster", str(trained / "model.safetensors"), str(trained / "test.npy"),
+              "-o", str(trained / "dev.txt"), "--device", "bogus"],
+    )
+    assert result.exit_code == 2
+    assert "is not a torch device" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_partial_dataset_names_missing_files(tmp_path):
+    (tmp_path / "clinc150").mkdir()
+    (tmp_path / "clinc150" / "labels.npy").write_bytes(b"")
+    result = runner.invoke(app, ["demo", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "missing emb_minilm_l6.npy, classes.json, split.json" in result.output
 
 
 def test_help_lists_units():

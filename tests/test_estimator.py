@@ -82,7 +82,7 @@ def test_load_rejects_pickle_without_running_it(tmp_path):
 def test_nan_features_rejected():
     features, labels = blobs(num_classes=5, per_class=10)
     features[4, 2] = np.nan
-    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 rows \(rows 4\)"):
+    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 row \(row 4\)"):
         HiLander(**SMALL).fit(features, labels)
 
 
@@ -113,6 +113,30 @@ def test_string_labels_accepted():
     by_id = HiLander(**SMALL).fit(features, labels)
     test_features, _ = blobs(num_classes=6, per_class=15, seed=7)
     assert np.array_equal(by_name.predict(test_features), by_id.predict(test_features))
+
+
+def test_unavailable_device_rejected():
+    import torch
+
+    features, labels = blobs(num_classes=5, per_class=10)
+    with pytest.raises(ValueError, match="device='bogus' is not a torch device"):
+        HiLander(device="bogus").fit(features, labels)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda' is not available"):
+            HiLander(device="cuda").fit(features, labels)
+
+
+def test_saved_model_readable_by_group(fitted, tmp_path):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        fitted.save(tmp_path / "model.safetensors")
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode)
+    assert mode == 0o644
 
 
 def test_invalid_parameter_named():

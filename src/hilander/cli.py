@@ -120,19 +120,38 @@ def _read_inputs(features: Path, labels: Optional[Path], dim: Optional[int], all
     return X, y
 
 
+_METRIC_NAMES = (
+    ("pairwise_f", "pairwise F"),
+    ("bcubed_f", "BCubed F"),
+    ("nmi", "NMI"),
+    ("pairwise_precision", "pairwise precision"),
+    ("pairwise_recall", "pairwise recall"),
+    ("bcubed_precision", "BCubed precision"),
+    ("bcubed_recall", "BCubed recall"),
+    ("n_clusters", "clusters"),
+    ("n_classes", "classes"),
+)
+
+
 def _metrics_table(title: str, metrics: dict) -> Table:
+    """Lay the metrics out one per row, so that the table fits an 80-column terminal."""
     table = Table(title=title)
-    for name in ("pairwise_f", "bcubed_f", "nmi", "pairwise_precision", "pairwise_recall",
-                 "bcubed_precision", "bcubed_recall", "n_clusters", "n_classes"):
-        if name in metrics:
-            table.add_column(name.replace("_", " "), justify="right")
-    table.add_row(*[
-        f"{metrics[name]:.4f}" if isinstance(metrics[name], float) else str(metrics[name])
-        for name in ("pairwise_f", "bcubed_f", "nmi", "pairwise_precision", "pairwise_recall",
-                     "bcubed_precision", "bcubed_recall", "n_clusters", "n_classes")
-        if name in metrics
-    ])
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label in _METRIC_NAMES:
+        value = metrics[key]
+        table.add_row(label, f"{value:.4f}" if isinstance(value, float) else str(value))
     return table
+
+
+def _parse_train_knn(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        pairs = tuple(tuple(int(part) for part in item.split(":")) for item in text.split(","))
+    except ValueError:
+        pairs = ()
+    if not pairs or any(len(pair) != 2 for pair in pairs):
+        _fail(f"--train-knn {text!r} is invalid; use comma-separated k:levels pairs such as 10:2,5:3,3:4")
+    return pairs
 
 
 FEATURES_HELP = "Feature file: .npy, .npz, .bin (needs --dim) or .pkl (needs --allow-pickle)."
@@ -150,6 +169,7 @@ def train(
     k: Optional[int] = typer.Option(None, help="Neighbours per node at inference, self included. Default: chosen by validation."),
     tau: Optional[float] = typer.Option(None, help="Link threshold on P(same class), in [0, 1). Default: chosen by validation."),
     max_levels: int = typer.Option(10, help="Maximum hierarchy levels at inference."),
+    train_knn: str = typer.Option("10:2,5:3,3:4", help="Training hierarchies as k:levels pairs; k values are also the candidates for inference."),
     epochs: int = typer.Option(20, help="Training epochs over all training graphs."),
     lr: float = typer.Option(0.1, help="Initial SGD learning rate (cosine-annealed)."),
     hidden: int = typer.Option(512, help="Width of the GNN layer."),
@@ -164,9 +184,13 @@ def train(
     X, y = _read_inputs(features, labels, dim, allow_pickle)
     if y is None:
         _fail(f"{features} contains no labels; pass --labels with one class label per row")
+    if y.shape[0] != X.shape[0]:
+        source = labels if labels is not None else features
+        _fail(f"{source} has {y.shape[0]} labels but {features} has {X.shape[0]} rows; pass one label per row")
     estimator = HiLander(
-        k=k, tau=tau, max_levels=max_levels, epochs=epochs, lr=lr, hidden=hidden, conv=conv.value,
-        validation_fraction=validation_fraction, device=device, random_state=seed,
+        k=k, tau=tau, max_levels=max_levels, train_knn=_parse_train_knn(train_knn), epochs=epochs,
+        lr=lr, hidden=hidden, conv=conv.value, validation_fraction=validation_fraction,
+        device=device, random_state=seed,
     )
     started = time.perf_counter()
     try:
@@ -226,7 +250,10 @@ def evaluate(
 ) -> None:
     """Score predicted clusters against true labels: pairwise F, BCubed F and NMI."""
     try:
-        metrics = evaluate_metrics(load_labels(gt), load_labels(pred))
+        labels_true, labels_pred = load_labels(gt), load_labels(pred)
+        if labels_true.shape[0] != labels_pred.shape[0]:
+            _fail(f"{gt} has {labels_true.shape[0]} labels but {pred} has {labels_pred.shape[0]}; pass files of the same samples")
+        metrics = evaluate_metrics(labels_true, labels_pred)
     except (OSError, ValueError) as error:
         _fail(str(error))
     if as_json:

@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ._files import atomic_path
 
 __all__ = [
     "check_features",
@@ -64,8 +65,10 @@ def check_features(features, name: str = "X") -> np.ndarray:
         bad_rows = np.flatnonzero(~finite)
         shown = ", ".join(str(i) for i in bad_rows[:10])
         more = f" and {bad_rows.shape[0] - 10} more" if bad_rows.shape[0] > 10 else ""
+        plural = "s" if bad_rows.shape[0] > 1 else ""
         raise ValueError(
-            f"{name} contains NaN or infinite values in {bad_rows.shape[0]} rows (rows {shown}{more}); "
+            f"{name} contains NaN or infinite values in {bad_rows.shape[0]} row{plural} "
+            f"(row{plural} {shown}{more}); "
             "remove or repair those rows before clustering"
         )
     return array
@@ -142,7 +145,10 @@ def load_features(
     suffix = path.suffix.lower()
     labels = None
     if suffix == ".npy":
-        features = np.load(path, allow_pickle=False)
+        try:
+            features = np.load(path, allow_pickle=False)
+        except ValueError as error:
+            raise ValueError(f"{path} could not be read as a numeric .npy array ({error}); save it with a float dtype") from None
     elif suffix == ".npz":
         features, labels = _read_npz(path)
     elif suffix == ".bin":
@@ -251,17 +257,11 @@ def save_labels(labels: np.ndarray, path: str | os.PathLike, overwrite: bool = F
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as handle:
             if path.suffix.lower() == ".npy":
                 np.save(handle, np.asarray(labels, dtype=np.int64), allow_pickle=False)
             else:
                 handle.write("".join(f"{int(v)}\n" for v in labels).encode("ascii"))
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -58,9 +58,16 @@ def find_data_root(name: str, data_dir: str | os.PathLike | None = None) -> Path
     else:
         candidates = [Path(p) for p in (os.environ.get("HILANDER_DATA"),) if p]
         candidates += [Path("shared/data"), Path("../shared/data")]
+    required = ("emb_minilm_l6.npy", "labels.npy", "classes.json", "split.json")
     for root in candidates:
-        if (root / name / "emb_minilm_l6.npy").is_file():
+        folder = root / name
+        missing = [file for file in required if not (folder / file).is_file()]
+        if not missing:
             return root
+        if folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder} is missing {', '.join(missing)}. {_HOW_TO_GET.format(name=name)}"
+            )
     searched = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(f"{_HOW_TO_GET.format(name=name)} Searched: {searched}.")
 

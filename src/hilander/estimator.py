@@ -6,7 +6,6 @@ import copy
 import json
 import logging
 import os
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import __version__
+from ._files import atomic_path
 from .data import check_features, check_labels, l2_normalize
 from .inference import HierarchyResult, cluster_hierarchy
 from .metrics import evaluate
@@ -38,6 +38,22 @@ ProgressCallback = Callable[[str, int, "int | None"], None]
 _DEFAULT_TRAIN_KNN = ((10, 2), (5, 3), (3, 4))
 _DEFAULT_TAU_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
 _COARSE_TAU_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def check_device(device: str) -> torch.device:
+    """Return ``torch.device(device)``, or raise ValueError when torch cannot use it here."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} is not available: this torch build ({torch.__version__}) finds no CUDA "
+            "GPU; use device 'cpu' (--device cpu)"
+        )
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r} is not supported; use 'cpu' or 'cuda'")
+    return parsed
 
 
 @contextmanager
@@ -204,6 +220,7 @@ class HiLander:
 
         require(self.k is None or (isinstance(self.k, int) and self.k >= 2), f"k={self.k!r} is invalid; use an integer >= 2 or None")
         require(0.0 <= self.min_merge_fraction < 1.0, f"min_merge_fraction={self.min_merge_fraction!r} is invalid; use a value in [0, 1)")
+        check_device(self.device)
         require(self.tau is None or 0.0 <= self.tau < 1.0, f"tau={self.tau!r} is invalid; use a value in [0, 1) or None")
         require(isinstance(self.max_levels, int) and self.max_levels >= 1, f"max_levels={self.max_levels!r} is invalid; use an integer >= 1")
         require(
@@ -254,7 +271,8 @@ class HiLander:
         if features.shape[0] < largest_k:
             raise ValueError(
                 f"X has {features.shape[0]} samples but k={largest_k} neighbours are needed; "
-                "pass more samples or smaller k values (k, train_knn)"
+                "pass more samples or smaller k values (k and train_knn; --k and --train-knn on the "
+                "command line)"
             )
         classes = np.unique(labels)
         if classes.shape[0] < 2:
@@ -429,15 +447,8 @@ class HiLander:
             "config": json.dumps(config),
         }
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.model_.state_dict().items()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(descriptor)
-        try:
-            save_file(tensors, temporary, metadata=metadata)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as temporary:
+            save_file(tensors, str(temporary), metadata=metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> "HiLander":
@@ -449,6 +460,7 @@ class HiLander:
                 version of hilander reads.
         """
         path = Path(path)
+        check_device(device)
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
         try:
