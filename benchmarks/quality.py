@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import platform
-import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from hilander import HiLander, __version__
+from hilander._files import atomic_path
 from hilander.datasets import DATASETS, load_open_set_split
 from hilander.metrics import evaluate
 
@@ -105,11 +105,8 @@ def main() -> None:
             "versions": {"hilander": __version__, "torch": torch.__version__, "numpy": np.__version__},
             "rows": rows,
         }
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=args.output.parent, suffix=".tmp")
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(report, handle, indent=2)
-        os.replace(temporary, args.output)
+        with atomic_path(args.output) as temporary:
+            temporary.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -63,12 +63,12 @@ def check_features(features, name: str = "X") -> np.ndarray:
     finite = np.isfinite(array).all(axis=1)
     if not finite.all():
         bad_rows = np.flatnonzero(~finite)
-        shown = ", ".join(str(i) for i in bad_rows[:10])
+        first_rows = ", ".join(str(i) for i in bad_rows[:10])
         more = f" and {bad_rows.shape[0] - 10} more" if bad_rows.shape[0] > 10 else ""
         plural = "s" if bad_rows.shape[0] > 1 else ""
         raise ValueError(
             f"{name} contains NaN or infinite values in {bad_rows.shape[0]} row{plural} "
-            f"(row{plural} {shown}{more}); "
+            f"(row{plural} {first_rows}{more}); "
             "remove or repair those rows before clustering"
         )
     return array

@@ -100,9 +100,9 @@ class HiLander:
             nodes (merging has stalled); 0 stops only when a level keeps no edge.
         train_knn: (k, levels) pairs; each builds a ground-truth hierarchy of that many levels
             whose graphs are all used for training.
-        train_link_drop: one ground-truth hierarchy is built per (k, levels) pair and per value
-            here; each same-class link is dropped with this probability, so values above 0 add
-            upper-level training graphs of clusters cut into more pieces.
+        train_link_drop: link-drop probabilities. One ground-truth hierarchy is built per
+            (k, levels) pair and per value, dropping each same-class link with that probability.
+            Values above 0 add upper-level training graphs of clusters cut into more pieces.
         hidden: width of the GNN's first layer.
         num_layers: graph conv layers, 1 to 4.
         conv: ``"graphconv"`` (similarity-weighted mean) or ``"gat"`` (graph attention).

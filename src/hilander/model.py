@@ -85,6 +85,9 @@ class Lander(nn.Module):
         conv: ``"graphconv"`` or ``"gat"``.
         heads: attention heads of the ``"gat"`` variant, averaged.
         dropout: dropout probability after each conv layer, during training only.
+        link_head: ``"product"`` also feeds the classifier the elementwise product of the two
+            ends' shared projections and the edge's cosine similarity. ``"additive"`` uses only
+            the sum of the source and target projections, as the reference implementation does.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class Lander(nn.Module):
             raise ValueError(f"conv={conv!r} is not supported; use one of {CONV_TYPES}")
         if not 1 <= num_layers <= 4:
             raise ValueError(f"num_layers={num_layers} is out of range; use 1 to 4")
+
         widths = [in_dim, hidden, hidden, hidden // 2, hidden // 2][: num_layers + 1]
         self.conv_type = conv
         self.convs = nn.ModuleList()
@@ -115,6 +119,7 @@ class Lander(nn.Module):
                     GATConv(width_in, width_out, heads=heads, concat=False, add_self_loops=False)
                 )
         self.dropout = nn.Dropout(dropout)
+
         out_dim = widths[-1]
         half = hidden // 2
         self.link_head = link_head

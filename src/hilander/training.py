@@ -224,7 +224,7 @@ def batch_loss(model: Lander, batch: Batch, generator: torch.Generator) -> tuple
     minority class. When only one class is present, all of its edges are used.
 
     Returns:
-        ``(loss, parts)`` where ``parts`` holds the float values of ``"density"`` and ``"link"``.
+        ``(loss, parts)`` where ``parts`` contains the float values of ``"density"`` and ``"link"``.
     """
     h = model.embed(batch.inputs, batch.source, batch.target, batch.weight, batch.output_sizes)
     logits = model.link_logits(h, batch.seed_source, batch.seed_target, batch.seed_similarity.reshape(-1))
