@@ -109,7 +109,7 @@ class HiLander:
         heads: attention heads of the ``"gat"`` layer.
         dropout: dropout after each conv layer during training.
         link_head: ``"product"`` scores an edge from the sum and the elementwise product of its
-            ends' projected embeddings plus their cosine similarity; ``"additive"`` uses the sum
+            ends' projected embeddings plus their cosine similarity. ``"additive"`` uses the sum
             alone, as the reference implementation does.
         use_cluster_features: append each node's cluster mean feature to its input.
         knn_on_means: above level 0, build the kNN graph on cluster means instead of peak features.
