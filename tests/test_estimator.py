@@ -32,8 +32,11 @@ def test_fit_chooses_settings(fitted):
     assert fitted.k_ in (10, 5, 3)
     assert fitted.tau_ in (0.3, 0.5, 0.7)
     assert 1 <= fitted.n_levels_ <= fitted.max_levels
-    assert len(fitted.history_) == 4
+    assert fitted.best_epoch_ in (2, 4)
+    # Four validated epochs on 80% of the classes, then a refit on all of them up to the best epoch.
+    assert [record["refit"] for record in fitted.history_] == [False] * 4 + [True] * fitted.best_epoch_
     assert "validation_score" in fitted.history_[1]
+    assert not any("validation_score" in record for record in fitted.history_[4:])
 
 
 def test_hierarchy_levels_merge_monotonically(fitted):
@@ -41,7 +44,12 @@ def test_hierarchy_levels_merge_monotonically(fitted):
     result = fitted.predict_hierarchy(features)
     counts = [len(np.unique(level)) for level in result.level_labels]
     assert counts == sorted(counts, reverse=True)
-    assert np.array_equal(result.labels, result.level_labels[-1])
+    # Final labels are the last level's, with small clusters merged into larger ones.
+    last = result.level_labels[-1]
+    assert len(np.unique(result.labels)) <= len(np.unique(last))
+    kept = np.bincount(last)[last] >= fitted.min_cluster_size_
+    assert np.array_equal(np.unique(result.labels[kept], return_inverse=True)[1],
+                          np.unique(last[kept], return_inverse=True)[1])
 
 
 def test_save_load_identical_predictions(fitted, tmp_path):

@@ -71,6 +71,21 @@ def test_cluster_means():
     assert means[1].tolist() == pytest.approx([7 / 3, 2 / 3])
 
 
+def test_absorb_moves_small_clusters_to_nearest_large_one():
+    from hilander.inference import absorb_small_clusters
+
+    features = np.array(
+        [[1, 0], [1, 0], [1, 0], [0, 1], [0, 1], [0, 1], [0.8, 0.6], [0.6, 0.8]], dtype=np.float32
+    )
+    assignment = np.array([5, 5, 5, 9, 9, 9, 2, 7])
+    absorbed = absorb_small_clusters(features, assignment, min_size=2)
+    # Clusters 5 and 9 keep their members; the singletons join the closer of the two.
+    assert absorbed.tolist() == [0, 0, 0, 1, 1, 1, 0, 1]
+    assert absorb_small_clusters(features, assignment, min_size=0).tolist() == [1, 1, 1, 3, 3, 3, 0, 2]
+    # When no cluster is large enough, nothing moves.
+    assert absorb_small_clusters(features, assignment, min_size=4).tolist() == [1, 1, 1, 3, 3, 3, 0, 2]
+
+
 def test_hierarchy_stops_when_no_edge_kept():
     import torch
 

@@ -168,12 +168,14 @@ def train(
     k: Optional[int] = typer.Option(None, help="Neighbours per node at inference, self included. Default: chosen by validation."),
     tau: Optional[float] = typer.Option(None, help="Link threshold on P(same class), in [0, 1). Default: chosen by validation."),
     max_levels: int = typer.Option(10, help="Maximum hierarchy levels at inference."),
+    min_cluster_size: Optional[int] = typer.Option(None, help="Clusters with fewer samples join the nearest larger cluster; 0 keeps all. Default: chosen by validation."),
     train_knn: str = typer.Option("10:2,5:3,3:4", help="Training hierarchies as k:levels pairs; k values are also the candidates for inference."),
     epochs: int = typer.Option(20, help="Training epochs over all training graphs."),
     lr: float = typer.Option(0.1, help="Initial SGD learning rate (cosine-annealed)."),
     hidden: int = typer.Option(512, help="Width of the GNN layer."),
     conv: Conv = typer.Option(Conv.graphconv, help="Graph layer: similarity-weighted mean or attention."),
     validation_fraction: float = typer.Option(0.2, help="Share of classes held out to choose the model, k and tau."),
+    refit: bool = typer.Option(True, "--refit/--no-refit", help="After the choice on held-out classes, train again on all classes (about twice the training time)."),
     device: str = typer.Option("cpu", help="Torch device, such as cpu or cuda."),
     seed: int = typer.Option(0, help="Random seed for the class split, sampling and initialisation."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
@@ -187,9 +189,9 @@ def train(
         source = labels if labels is not None else features
         _fail(f"{source} has {y.shape[0]} labels but {features} has {X.shape[0]} rows; pass one label per row")
     estimator = HiLander(
-        k=k, tau=tau, max_levels=max_levels, train_knn=_parse_train_knn(train_knn), epochs=epochs,
-        lr=lr, hidden=hidden, conv=conv.value, validation_fraction=validation_fraction,
-        device=device, random_state=seed,
+        k=k, tau=tau, max_levels=max_levels, min_cluster_size=min_cluster_size,
+        train_knn=_parse_train_knn(train_knn), epochs=epochs, lr=lr, hidden=hidden, conv=conv.value,
+        validation_fraction=validation_fraction, refit=refit, device=device, random_state=seed,
     )
     started = time.perf_counter()
     try:
@@ -201,7 +203,7 @@ def train(
     validation = estimator.validation_
     console.print(
         f"trained in {time.perf_counter() - started:.1f} s; k={estimator.k_}, tau={estimator.tau_:.2f}, "
-        f"levels={estimator.n_levels_}; validation pairwise F {validation['pairwise_f']:.3f}, "
+        f"levels={estimator.n_levels_}, min_cluster_size={estimator.min_cluster_size_}; validation pairwise F {validation['pairwise_f']:.3f}, "
         f"BCubed F {validation['bcubed_f']:.3f}"
     )
     console.print(f"model written to {output}")
@@ -293,7 +295,8 @@ def demo(
     out = Console()
     out.print(_metrics_table(f"{dataset.value}: unseen test classes", metrics))
     out.print(
-        f"chosen on validation classes: k={estimator.k_}, tau={estimator.tau_:.2f}, levels={estimator.n_levels_}\n"
+        f"chosen on validation classes: epoch {estimator.best_epoch_}, k={estimator.k_}, tau={estimator.tau_:.2f}, "
+        f"levels={estimator.n_levels_}, min_cluster_size={estimator.min_cluster_size_}\n"
         f"Fp {metrics['pairwise_f']:.4f}  Fb {metrics['bcubed_f']:.4f}  NMI {metrics['nmi']:.4f}  "
         f"clusters {metrics['n_clusters']} (true {metrics['n_classes']})\n"
         f"time: fit {fit_seconds:.1f} s, cluster {cluster_seconds:.1f} s, total {time.perf_counter() - started:.1f} s"

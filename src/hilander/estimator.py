@@ -20,8 +20,8 @@ from safetensors.torch import save_file
 from . import __version__
 from ._files import atomic_path
 from .data import check_features, check_labels, l2_normalize
-from .inference import HierarchyResult, cluster_hierarchy
-from .metrics import evaluate
+from .inference import HierarchyResult, absorb_small_clusters, cluster_hierarchy
+from .metrics import bcubed, evaluate, pairwise
 from .model import CONV_TYPES, LINK_HEADS, Lander
 from .training import NeighborhoodSampler, build_training_levels, epoch_steps, train_epoch
 
@@ -38,6 +38,8 @@ ProgressCallback = Callable[[str, int, "int | None"], None]
 _DEFAULT_TRAIN_KNN = ((10, 2), (5, 3), (3, 4))
 _DEFAULT_TAU_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
 _COARSE_TAU_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
+# Candidate min_cluster_size values, as shares of the median validation class size.
+_MIN_CLUSTER_SHARES = (0.0, 0.05, 0.1, 0.2, 0.3)
 
 
 def check_device(device: str) -> torch.device:
@@ -79,6 +81,7 @@ class _Choice:
     k: int
     tau: float
     levels: int
+    min_cluster_size: int
     metrics: dict
 
 
@@ -98,6 +101,10 @@ class HiLander:
         max_levels: maximum number of hierarchy levels at inference. Validation may choose fewer.
         min_merge_fraction: stop when a level keeps edges for fewer than this share of its
             nodes (merging has stalled); 0 stops only when a level keeps no edge.
+        min_cluster_size: after the last level, members of clusters with fewer samples than
+            this join the nearest larger cluster (by cosine similarity to its mean); 0 keeps
+            every cluster. ``None`` chooses it by validation among shares of 0 to 0.3 of the
+            median validation class size, so it assumes unseen classes of similar sizes.
         train_knn: (k, levels) pairs; each builds a ground-truth hierarchy of that many levels
             whose graphs are all used for training.
         train_link_drop: link-drop probabilities. One ground-truth hierarchy is built per
@@ -121,13 +128,17 @@ class HiLander:
         validation_fraction: share of the training classes held out for model and setting
             selection. With fewer than 4 classes, or 0, the training data is used instead.
         eval_every: epochs between validation runs that select the best model.
+        refit: after choosing the epoch and the settings on the held-out classes, train a new
+            model on all training classes for the chosen number of epochs. It about doubles
+            the training time; without held-out classes there is nothing to refit.
         tau_grid: candidate thresholds for the final choice of tau.
         device: torch device, such as ``"cpu"`` or ``"cuda"``.
         random_state: seed for the class split, sampling and weight initialisation.
 
     Attributes:
         model_: the trained :class:`~hilander.model.Lander`.
-        k_, tau_, n_levels_: the settings used by ``predict``.
+        k_, tau_, n_levels_, min_cluster_size_: the settings used by ``predict``.
+        best_epoch_: the epoch whose weights scored best on the validation classes.
         n_features_in_: feature dimension seen in ``fit``.
         validation_: metrics of the chosen setting on the validation classes.
         history_: one dict per epoch with losses and, where measured, the validation score.
@@ -139,6 +150,7 @@ class HiLander:
         tau: float | None = None,
         max_levels: int = 10,
         min_merge_fraction: float = 0.001,
+        min_cluster_size: int | None = None,
         train_knn: tuple[tuple[int, int], ...] = _DEFAULT_TRAIN_KNN,
         train_link_drop: tuple[float, ...] = (0.0, 0.5),
         hidden: int = 512,
@@ -155,6 +167,7 @@ class HiLander:
         balance_graphs: bool = True,
         validation_fraction: float = 0.2,
         eval_every: int = 5,
+        refit: bool = True,
         tau_grid: tuple[float, ...] = _DEFAULT_TAU_GRID,
         device: str = "cpu",
         random_state: int = 0,
@@ -163,6 +176,7 @@ class HiLander:
         self.tau = tau
         self.max_levels = max_levels
         self.min_merge_fraction = min_merge_fraction
+        self.min_cluster_size = min_cluster_size
         self.train_knn = train_knn
         self.train_link_drop = train_link_drop
         self.hidden = hidden
@@ -179,6 +193,7 @@ class HiLander:
         self.balance_graphs = balance_graphs
         self.validation_fraction = validation_fraction
         self.eval_every = eval_every
+        self.refit = refit
         self.tau_grid = tau_grid
         self.device = device
         self.random_state = random_state
@@ -192,6 +207,7 @@ class HiLander:
             "tau": self.tau,
             "max_levels": self.max_levels,
             "min_merge_fraction": self.min_merge_fraction,
+            "min_cluster_size": self.min_cluster_size,
             "train_knn": [list(pair) for pair in self.train_knn],
             "train_link_drop": list(self.train_link_drop),
             "hidden": self.hidden,
@@ -208,6 +224,7 @@ class HiLander:
             "balance_graphs": self.balance_graphs,
             "validation_fraction": self.validation_fraction,
             "eval_every": self.eval_every,
+            "refit": self.refit,
             "tau_grid": list(self.tau_grid),
             "device": self.device,
             "random_state": self.random_state,
@@ -219,6 +236,10 @@ class HiLander:
                 raise ValueError(message)
 
         require(self.k is None or (isinstance(self.k, int) and self.k >= 2), f"k={self.k!r} is invalid; use an integer >= 2 or None")
+        require(
+            self.min_cluster_size is None or (isinstance(self.min_cluster_size, int) and self.min_cluster_size >= 0),
+            f"min_cluster_size={self.min_cluster_size!r} is invalid; use an integer >= 0 (0 keeps every cluster) or None",
+        )
         require(0.0 <= self.min_merge_fraction < 1.0, f"min_merge_fraction={self.min_merge_fraction!r} is invalid; use a value in [0, 1)")
         check_device(self.device)
         require(self.tau is None or 0.0 <= self.tau < 1.0, f"tau={self.tau!r} is invalid; use a value in [0, 1) or None")
@@ -287,25 +308,47 @@ class HiLander:
         graphs = self._build_graphs(features[fit_mask], labels[fit_mask], rng, progress)
 
         self.n_features_in_ = features.shape[1]
-        in_dim = features.shape[1] * (2 if self.use_cluster_features else 1)
-        self.model_ = Lander(
-            in_dim, self.hidden, self.num_layers, self.conv, self.heads, self.dropout, self.link_head
-        ).to(torch.device(self.device))
+        self.model_ = self._new_model()
         k_candidates = [self.k] if self.k else sorted({int(k) for k, _ in self.train_knn}, reverse=True)
-        self._train(graphs, validation, k_candidates, rng, generator, progress)
+        size_candidates = self._min_size_candidates(validation[1])
+        self.history_ = []
+        self.best_epoch_ = self._train(graphs, validation, k_candidates, size_candidates, rng, generator, progress)
 
         if progress:
             progress("choosing k and tau", 0, None)
         taus = [self.tau] if self.tau is not None else list(self.tau_grid)
-        final = self._select(*validation, k_candidates, taus)
+        final = self._select(*validation, k_candidates, taus, size_candidates)
         self.k_, self.tau_, self.n_levels_ = final.k, final.tau, final.levels
+        self.min_cluster_size_ = final.min_cluster_size
         self.validation_ = final.metrics
-        self.fit_seconds_ = time.perf_counter() - started
         logger.info(
-            "chose k=%d, tau=%.2f, levels=%d; validation pairwise F %.3f, BCubed F %.3f",
-            self.k_, self.tau_, self.n_levels_, final.metrics["pairwise_f"], final.metrics["bcubed_f"],
+            "chose epoch %d, k=%d, tau=%.2f, levels=%d, min_cluster_size=%d; validation pairwise F %.3f, "
+            "BCubed F %.3f",
+            self.best_epoch_, self.k_, self.tau_, self.n_levels_, self.min_cluster_size_,
+            final.metrics["pairwise_f"], final.metrics["bcubed_f"],
         )
+        if self.refit and not validation_mask.all():
+            # The held-out classes have chosen the epoch and the settings; train again with them.
+            graphs = self._build_graphs(features, labels, rng, progress)
+            torch.manual_seed(self.random_state)
+            self.model_ = self._new_model()
+            self._train(graphs, None, k_candidates, size_candidates, rng, generator, progress, stop_after=self.best_epoch_)
+            logger.info("refitted on all %d classes for %d epochs", classes.shape[0], self.best_epoch_)
+        self.fit_seconds_ = time.perf_counter() - started
         return self
+
+    def _new_model(self) -> Lander:
+        in_dim = self.n_features_in_ * (2 if self.use_cluster_features else 1)
+        return Lander(
+            in_dim, self.hidden, self.num_layers, self.conv, self.heads, self.dropout, self.link_head
+        ).to(torch.device(self.device))
+
+    def _min_size_candidates(self, validation_labels: np.ndarray) -> list[int]:
+        """Return the min_cluster_size values to try: the user's, or shares of a typical class size."""
+        if self.min_cluster_size is not None:
+            return [self.min_cluster_size]
+        median_size = float(np.median(np.unique(validation_labels, return_counts=True)[1]))
+        return sorted({int(round(share * median_size)) for share in _MIN_CLUSTER_SHARES})
 
     def _build_graphs(self, features, labels, rng, progress) -> list:
         """Build the ground-truth training hierarchies of every (k, levels, link drop) recipe."""
@@ -322,37 +365,47 @@ class HiLander:
         logger.info("built %d training graphs with %s nodes", len(graphs), [g.num_nodes for g in graphs])
         return graphs
 
-    def _train(self, graphs, validation, k_candidates, rng, generator, progress) -> None:
-        """Train ``self.model_`` and keep the weights of the epoch with the best validation score."""
+    def _train(
+        self, graphs, validation, k_candidates, size_candidates, rng, generator, progress, stop_after=None
+    ) -> int:
+        """Train ``self.model_`` and keep the weights of the epoch with the best validation score.
+
+        With ``stop_after`` (an epoch number), train without validation on the same learning-rate
+        schedule, stop after that epoch and keep its weights. Returns the epoch whose weights are kept.
+        """
         samplers = [NeighborhoodSampler(g, self.num_layers, self.batch_size, self.device) for g in graphs]
         steps_per_epoch = epoch_steps(samplers, self.balance_graphs)
         total_steps = self.epochs * steps_per_epoch
+        last_epoch = stop_after or self.epochs
+        stage = "refitting on all classes" if stop_after else "training"
         optimizer = torch.optim.SGD(self.model_.parameters(), lr=self.lr, momentum=0.9, weight_decay=1e-5)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps, eta_min=1e-5)
         coarse_taus = [self.tau] if self.tau is not None else list(_COARSE_TAU_GRID)
-        best_score, best_state = -np.inf, None
-        self.history_ = []
+        best_score, best_state, best_epoch = -np.inf, None, last_epoch
         step = 0
 
         def on_step() -> None:
             nonlocal step
             step += 1
             if progress:
-                progress("training", step, total_steps)
+                progress(stage, step, last_epoch * steps_per_epoch)
 
-        for epoch in range(1, self.epochs + 1):
+        for epoch in range(1, last_epoch + 1):
             losses = train_epoch(
                 self.model_, samplers, optimizer, scheduler, rng, generator, self.balance_graphs, on_step
             )
-            record = {"epoch": epoch, **losses}
-            if epoch % self.eval_every == 0 or epoch == self.epochs:
-                choice = self._select(*validation, k_candidates, coarse_taus)
+            record = {"epoch": epoch, "refit": stop_after is not None, **losses}
+            if stop_after is None and (epoch % self.eval_every == 0 or epoch == self.epochs):
+                choice = self._select(*validation, k_candidates, coarse_taus, size_candidates)
                 record["validation_score"] = choice.score
                 if choice.score > best_score:
-                    best_score, best_state = choice.score, copy.deepcopy(self.model_.state_dict())
+                    best_score, best_epoch = choice.score, epoch
+                    best_state = copy.deepcopy(self.model_.state_dict())
             logger.info("epoch %d: %s", epoch, record)
             self.history_.append(record)
-        self.model_.load_state_dict(best_state)
+        if best_state is not None:
+            self.model_.load_state_dict(best_state)
+        return best_epoch
 
     def _split_classes(self, labels, classes, rng) -> tuple[np.ndarray, np.ndarray]:
         """Hold out a random share of classes for validation; return (fit mask, validation mask)."""
@@ -370,17 +423,20 @@ class HiLander:
         validation_mask = np.isin(labels, validation_classes)
         return ~validation_mask, validation_mask
 
-    def _select(self, features, labels, k_candidates, taus) -> _Choice:
-        """Cluster the validation set for every (k, tau) and every level count; return the best."""
-        best = None
+    def _select(self, features, labels, k_candidates, taus, size_candidates) -> _Choice:
+        """Cluster the validation set for every (k, tau, min_cluster_size) and level count; return the best."""
+        best, best_assignment = None, None
         for k in k_candidates:
             for tau in taus:
                 result = self._hierarchy(features, k, tau, self.max_levels)
                 for level, assignment in enumerate(result.level_labels or [result.labels]):
-                    metrics = evaluate(labels, assignment)
-                    score = 0.5 * (metrics["pairwise_f"] + metrics["bcubed_f"])
-                    if best is None or score > best.score:
-                        best = _Choice(score, int(k), float(tau), level + 1, metrics)
+                    for min_size in size_candidates:
+                        final = absorb_small_clusters(features, assignment, min_size)
+                        score = 0.5 * (pairwise(labels, final)[2] + bcubed(labels, final)[2])
+                        if best is None or score > best.score:
+                            best = _Choice(score, int(k), float(tau), level + 1, int(min_size), {})
+                            best_assignment = final
+        best.metrics = evaluate(labels, best_assignment)
         return best
 
     def _hierarchy(self, features, k, tau, levels, on_level=None) -> HierarchyResult:
@@ -398,6 +454,9 @@ class HiLander:
 
     def predict_hierarchy(self, X, on_level=None) -> HierarchyResult:
         """Cluster ``X`` and return the final labels with the assignment after every level.
+
+        The final labels are those of the last level after clusters smaller than
+        ``min_cluster_size_`` have joined larger ones; ``level_labels`` are as decoded.
 
         ``on_level``, if given, is called as ``on_level(level, num_nodes, edges_added)`` after
         each level, for progress display.
@@ -418,8 +477,11 @@ class HiLander:
                 f"X has {features.shape[0]} samples but the model clusters with k={self.k_} neighbours; "
                 f"pass at least {self.k_} samples"
             )
+        features = l2_normalize(features)
         with _deterministic_torch():
-            return self._hierarchy(l2_normalize(features), self.k_, self.tau_, self.n_levels_, on_level)
+            result = self._hierarchy(features, self.k_, self.tau_, self.n_levels_, on_level)
+        result.labels = absorb_small_clusters(features, result.labels, self.min_cluster_size_)
+        return result
 
     def predict(self, X) -> np.ndarray:
         """Cluster ``X`` (n_samples, n_features) and return (n_samples,) int64 cluster ids."""
@@ -436,6 +498,8 @@ class HiLander:
             "k_": self.k_,
             "tau_": self.tau_,
             "n_levels_": self.n_levels_,
+            "min_cluster_size_": self.min_cluster_size_,
+            "best_epoch_": self.best_epoch_,
             "n_features_in_": self.n_features_in_,
             "validation_": self.validation_,
         }
@@ -497,6 +561,9 @@ class HiLander:
         estimator.k_ = int(config["k_"])
         estimator.tau_ = float(config["tau_"])
         estimator.n_levels_ = int(config["n_levels_"])
+        # Models saved before min_cluster_size existed kept every cluster.
+        estimator.min_cluster_size_ = int(config.get("min_cluster_size_", 0))
+        estimator.best_epoch_ = config.get("best_epoch_")
         estimator.n_features_in_ = int(config["n_features_in_"])
         estimator.validation_ = config["validation_"]
         return estimator

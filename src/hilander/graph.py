@@ -13,7 +13,7 @@ import logging
 import faiss
 import numpy as np
 
-__all__ = ["knn_graph", "edge_arrays", "ground_truth_density", "same_label_mask"]
+__all__ = ["knn_graph", "nearest_rows", "edge_arrays", "ground_truth_density", "same_label_mask"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,26 @@ def knn_graph(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
             np.arange(start, stop, dtype=np.int64), ids, sims
         )
     return neighbors, similarities
+
+
+def nearest_rows(queries: np.ndarray, database: np.ndarray) -> np.ndarray:
+    """Find, for each query row, the database row of highest inner product (exact faiss search).
+
+    Args:
+        queries: (m, d) float32 array.
+        database: (c, d) float32 array, c >= 1.
+
+    Returns:
+        (m,) int64 index into ``database``.
+    """
+    index = faiss.IndexFlatIP(database.shape[1])
+    index.add(np.ascontiguousarray(database, dtype=np.float32))
+    nearest = np.empty(queries.shape[0], dtype=np.int64)
+    for start in range(0, queries.shape[0], _SEARCH_BATCH):
+        stop = min(start + _SEARCH_BATCH, queries.shape[0])
+        _, ids = index.search(np.ascontiguousarray(queries[start:stop], dtype=np.float32), 1)
+        nearest[start:stop] = ids[:, 0]
+    return nearest
 
 
 def _put_self_first(

@@ -14,7 +14,7 @@ import torch
 from scipy.sparse.csgraph import connected_components
 
 from .data import l2_normalize
-from .graph import edge_arrays, knn_graph
+from .graph import edge_arrays, knn_graph, nearest_rows
 from .model import Lander, normalized_edge_weights, predicted_density
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "super_nodes",
     "cluster_means",
     "score_level",
+    "absorb_small_clusters",
     "HierarchyResult",
     "cluster_hierarchy",
 ]
@@ -116,6 +117,35 @@ def node_inputs(features: np.ndarray, means: np.ndarray, use_cluster_features: b
     if use_cluster_features:
         return np.concatenate([features, means], axis=1)
     return features
+
+
+def absorb_small_clusters(features: np.ndarray, assignment: np.ndarray, min_size: int) -> np.ndarray:
+    """Move the members of clusters with fewer than ``min_size`` samples into larger clusters.
+
+    Each member of a small cluster joins the large cluster (at least ``min_size`` samples) whose
+    L2-normalised mean is closest to it by cosine similarity. Decoding leaves such fragments
+    where a sample's every link falls below tau, and most of them belong to a nearby class.
+
+    Args:
+        features: (N, d) float32 L2-normalised features.
+        assignment: (N,) int cluster id of each sample.
+        min_size: smallest cluster kept as it is; 0 or 1 returns the clusters unchanged.
+
+    Returns:
+        (N,) int64 cluster ids in [0, number of clusters). When no cluster reaches ``min_size``,
+        the clusters are returned unchanged (renumbered).
+    """
+    _, assignment = np.unique(assignment, return_inverse=True)
+    num_clusters = int(assignment.max()) + 1 if assignment.size else 0
+    sizes = np.bincount(assignment, minlength=num_clusters)
+    large = np.flatnonzero(sizes >= min_size)
+    if min_size <= 1 or large.size == 0 or large.size == num_clusters:
+        return assignment.astype(np.int64)
+    centroids = l2_normalize(cluster_means(features, assignment, num_clusters)[large])
+    moved = np.flatnonzero(sizes[assignment] < min_size)
+    assignment = assignment.copy()
+    assignment[moved] = large[nearest_rows(features[moved], centroids)]
+    return np.unique(assignment, return_inverse=True)[1].astype(np.int64)
 
 
 @torch.no_grad()
