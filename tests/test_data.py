@@ -150,7 +150,7 @@ def test_screen_rows_masks(caplog):
     assert nonfinite.tolist() == [False, True, False, False, False, False]
     assert zero.tolist() == [False, False, False, False, True, False]
     assert "dropped 1 of 6 rows of X with NaN or infinite values (row 1)" in caplog.text
-    assert "1 rows of X are all zeros (row 4)" in caplog.text
+    assert "1 of 6 rows of X are all zeros (row 4)" in caplog.text
 
 
 def test_screen_rows_all_nonfinite_rejected():

@@ -150,9 +150,9 @@ def screen_rows(features: np.ndarray, name: str = "X", drop_nonfinite: bool = Fa
     zero_rows = np.flatnonzero(zero)
     if zero_rows.shape[0] > 0:
         logger.warning(
-            "%d rows of %s are all zeros (%s); cosine similarity is undefined for them, so "
-            "they are not linked to any other row",
-            zero_rows.shape[0], name, _row_list(zero_rows),
+            "%d of %d rows of %s are all zeros (%s); cosine similarity is undefined for them, "
+            "so they are not linked to any other row",
+            zero_rows.shape[0], features.shape[0], name, _row_list(zero_rows),
         )
     return nonfinite, zero
 
