@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from . import __version__
 from ._files import atomic_path
 from ._runtime import runtime_versions
+from .checkpoint import TrainingCheckpoint, training_fingerprint
 from .data import check_features, check_labels, l2_normalize, screen_rows
 from .inference import HierarchyResult, cluster_hierarchy
 from .metrics import evaluate
@@ -268,7 +269,14 @@ class HiLander:
     # ------------------------------------------------------------------ fit
 
     def fit(
-        self, X, y, progress: ProgressCallback | None = None, *, drop_nonfinite: bool = False
+        self,
+        X,
+        y,
+        progress: ProgressCallback | None = None,
+        *,
+        drop_nonfinite: bool = False,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = False,
     ) -> "HiLander":
         """Train the model on labelled embeddings and choose the inference settings.
 
@@ -280,6 +288,11 @@ class HiLander:
             progress: optional callback ``(stage, completed, total)`` for progress display.
             drop_nonfinite: leave out rows with NaN or infinite values, with a warning,
                 instead of raising.
+            checkpoint_dir: folder for a training checkpoint, written after every epoch and
+                kept after fit returns (see :mod:`hilander.checkpoint`).
+            resume: continue from the checkpoint in ``checkpoint_dir``, which must have been
+                written for the same data and parameters. On CPU the result is the same as that
+                of an uninterrupted fit.
 
         Returns:
             self. With fewer samples than a k of ``k`` or ``train_knn``, that k is lowered to
@@ -287,12 +300,18 @@ class HiLander:
 
         Raises:
             ValueError: for invalid parameters, NaN features (unless ``drop_nonfinite``), a
-                wrong number of labels, or fewer than 2 classes.
+                wrong number of labels, fewer than 2 classes, or a checkpoint of another run.
+            FileExistsError: if ``checkpoint_dir`` contains a checkpoint and ``resume`` is false.
         """
+        if resume and checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir, the folder of the checkpoint to continue")
         with _deterministic_torch():
-            return self._fit(X, y, progress, drop_nonfinite)
+            return self._fit(X, y, progress, drop_nonfinite, checkpoint_dir, resume)
 
-    def _fit(self, X, y, progress: ProgressCallback | None, drop_nonfinite: bool = False) -> "HiLander":
+    def _fit(
+        self, X, y, progress: ProgressCallback | None, drop_nonfinite: bool = False,
+        checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
+    ) -> "HiLander":
         self._validate_params()
         features = check_features(X, allow_nonfinite=drop_nonfinite)
         labels = check_labels(y, features.shape[0], allow_categorical=True)
@@ -314,6 +333,10 @@ class HiLander:
                 "X has %d samples, fewer than k=%d neighbours; fitting with k=%d instead",
                 features.shape[0], largest_k, features.shape[0],
             )
+        checkpoint = None
+        if checkpoint_dir is not None:
+            fingerprint = training_fingerprint(features, labels, self.get_params())
+            checkpoint = TrainingCheckpoint(checkpoint_dir, fingerprint, resume)
 
         started = time.perf_counter()
         rng = np.random.default_rng(self.random_state)
@@ -330,7 +353,7 @@ class HiLander:
         ).to(torch.device(self.device))
         k_candidates = [self.k] if self.k else sorted({int(k) for k, _ in self.train_knn}, reverse=True)
         k_candidates = sorted({min(k, features.shape[0]) for k in k_candidates}, reverse=True)
-        self._train(graphs, validation, k_candidates, rng, generator, progress)
+        self._train(graphs, validation, k_candidates, rng, generator, progress, checkpoint)
 
         if progress:
             progress("choosing k and tau", 0, None)
@@ -361,7 +384,7 @@ class HiLander:
         logger.info("built %d training graphs with %s nodes", len(graphs), [g.num_nodes for g in graphs])
         return graphs
 
-    def _train(self, graphs, validation, k_candidates, rng, generator, progress) -> None:
+    def _train(self, graphs, validation, k_candidates, rng, generator, progress, checkpoint=None) -> None:
         """Train ``self.model_`` and keep the weights of the epoch with the best validation score."""
         samplers = [NeighborhoodSampler(g, self.num_layers, self.batch_size, self.device) for g in graphs]
         steps_per_epoch = epoch_steps(samplers, self.balance_graphs)
@@ -372,6 +395,13 @@ class HiLander:
         best_score, best_state = -np.inf, None
         self.history_ = []
         step = 0
+        first_epoch = 1
+        restored = None if checkpoint is None else checkpoint.restore(self.model_, optimizer, scheduler, rng, generator)
+        if restored is not None:
+            first_epoch = restored.epoch + 1
+            best_state, self.history_ = restored.best_state, restored.history
+            best_score = restored.best_score if restored.best_score is not None else -np.inf
+            step = restored.epoch * steps_per_epoch
 
         def on_step() -> None:
             nonlocal step
@@ -379,7 +409,7 @@ class HiLander:
             if progress:
                 progress("training", step, total_steps)
 
-        for epoch in range(1, self.epochs + 1):
+        for epoch in range(first_epoch, self.epochs + 1):
             losses = train_epoch(
                 self.model_, samplers, optimizer, scheduler, rng, generator, self.balance_graphs, on_step
             )
@@ -391,6 +421,11 @@ class HiLander:
                     best_score, best_state = choice.score, copy.deepcopy(self.model_.state_dict())
             logger.info("epoch %d: %s", epoch, record)
             self.history_.append(record)
+            if checkpoint is not None:
+                checkpoint.save(
+                    epoch, self.model_, optimizer, scheduler, rng, generator,
+                    None if best_state is None else float(best_score), best_state, self.history_,
+                )
         self.model_.load_state_dict(best_state)
 
     def _split_classes(self, labels, classes, rng) -> tuple[np.ndarray, np.ndarray]:
