@@ -239,10 +239,12 @@ def train(
 
     def describe_state() -> str:
         state = _unwritten(output, existed)
-        epoch = checkpoint_epoch(checkpoint_dir) if checkpoint_dir is not None else None
-        if epoch is not None:
-            return f"{state}; the checkpoint of epoch {epoch} is in {checkpoint_dir}, so rerun the same command with --resume to continue"
-        return f"{state}; pass --checkpoint-dir to make a long run resumable"
+        if checkpoint_dir is None:
+            return f"{state}; pass --checkpoint-dir to make a long run resumable"
+        epoch = checkpoint_epoch(checkpoint_dir)
+        if epoch is None:
+            return f"{state}; no epoch had finished, so {checkpoint_dir} contains no checkpoint yet"
+        return f"{state}; the checkpoint of epoch {epoch} is in {checkpoint_dir}, so rerun the same command with --resume to continue"
 
     with _stop_on_interrupt(describe_state):
         X, y = _read_inputs(features, labels, dim, allow_pickle, drop_nonfinite)
