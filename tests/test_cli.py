@@ -218,6 +218,11 @@ def test_cluster_nan_rows_error_or_minus_one(trained, tmp_path):
     assert "2 rows with NaN or inf dropped, id -1" in result.output
     assert json.loads((tmp_path / "ids.txt.json").read_text())["n_dropped_rows"] == 2
 
+    # evaluate scores the -1 rows as one more cluster.
+    result = runner.invoke(app, ["evaluate", "--gt", str(trained / "test.meta"), "--pred", str(tmp_path / "ids.txt"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n_clusters"] == len(set(ids))
+
 
 def test_csv_features_through_cli(trained, tmp_path):
     features = np.load(trained / "train.npy")

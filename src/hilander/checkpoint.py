@@ -146,7 +146,8 @@ class TrainingCheckpoint:
         torch.set_rng_state(tensors["rng.torch"])
         cuda_states = [tensors[name] for name in sorted(tensors) if name.startswith("rng.cuda.")]
         if cuda_states and torch.cuda.is_available():
-            # NOTE: this branch has run on CPU-only machines only. The CUDA states matter for dropout on a GPU.
+            # NOTE: this branch has not run yet, since the tests ran on CPU-only machines. The
+            # CUDA states matter for dropout on a GPU.
             torch.cuda.set_rng_state_all(cuda_states)
         logger.info("resuming from %s after epoch %d", self.path, state["epoch"])
         return TrainingState(state["epoch"], state["best_score"], best_state, state["history"])

@@ -319,7 +319,10 @@ class HiLander:
         if nonfinite.any() or zero.any():
             features, labels = features[~nonfinite & ~zero], labels[~nonfinite & ~zero]
             if features.shape[0] == 0:
-                raise ValueError("every row of X is all zeros or was dropped; pass embeddings with a direction")
+                raise ValueError(
+                    "every row of X is all zeros or non-finite, so no row is left to train on; "
+                    "check the step that produced the embeddings"
+                )
         features = l2_normalize(features)
         classes = np.unique(labels)
         if classes.shape[0] < 2:
