@@ -71,20 +71,99 @@ def test_load_rejects_newer_format(fitted, tmp_path):
         metadata = handle.metadata()
     metadata["format_version"] = "99"
     save_file(load_file(str(path)), str(path), metadata=metadata)
-    with pytest.raises(ValueError, match="uses model format 99"):
+    with pytest.raises(ValueError, match=r"uses model format 99 \(written by hilander 0\.1\.0\).*upgrade hilander"):
         HiLander.load(path)
+
+
+class _CreateFileOnLoad:
+    """Pickles to a call of open(path, "w"), which creates ``path`` when unpickled."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
 
 
 def test_load_rejects_pickle_without_running_it(tmp_path):
+    import pickle
+
+    import torch
+
     marker = tmp_path / "executed"
-    payload = (
-        b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
-    )
+    payload = pickle.dumps(_CreateFileOnLoad(str(marker)))
+    pickle.loads(payload)
+    assert marker.exists(), "the payload must run when unpickled, or this test proves nothing"
+    marker.unlink()
+
+    (tmp_path / "model.safetensors").write_bytes(payload)
+    (tmp_path / "model.pkl").write_bytes(payload)
+    torch.save(_CreateFileOnLoad(str(marker)), tmp_path / "model.pt")
+    for name in ("model.safetensors", "model.pkl", "model.pt"):
+        with pytest.raises(ValueError, match="not a hilander model file"):
+            HiLander.load(tmp_path / name)
+        assert not marker.exists(), name
+
+
+def _rewrite_model(path, edit_metadata=None, edit_tensors=None):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(path))
+    if edit_metadata:
+        edit_metadata(metadata)
+    if edit_tensors:
+        edit_tensors(tensors)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def _set_config(metadata, **changes):
+    config = json.loads(metadata["config"])
+    config["params"].update(changes)
+    metadata["config"] = json.dumps(config)
+
+
+@pytest.mark.parametrize(
+    "edit_metadata, edit_tensors, message",
+    [
+        (lambda m: m.update(format_version="one"), None, "invalid model format version 'one'"),
+        (lambda m: m.update(config="{not json"), None, "damaged hilander model .JSONDecodeError"),
+        (lambda m: m.pop("config"), None, "damaged hilander model .KeyError"),
+        (lambda m: m.update(format="other"), None, "not a hilander model .no 'hilander-model' header"),
+        # A header asking for a network of 10^9 units must fail on shapes, before allocating it.
+        (lambda m: _set_config(m, hidden=10**9), None, "damaged hilander model .RuntimeError: Error.s. in loading"),
+        (lambda m: _set_config(m, conv="mystery"), None, "conv='mystery' is invalid"),
+        (None, lambda t: t.pop(next(iter(t))), "Missing key"),
+        (None, lambda t: t.update({name: v.double() for name, v in t.items()}), "has dtype torch.float64, not float32"),
+    ],
+)
+def test_load_rejects_damaged_model(fitted, tmp_path, edit_metadata, edit_tensors, message):
     path = tmp_path / "model.safetensors"
-    path.write_bytes(payload)
-    with pytest.raises(ValueError, match="not a hilander model file"):
+    fitted.save(path)
+    _rewrite_model(path, edit_metadata, edit_tensors)
+    with pytest.raises(ValueError, match=message):
         HiLander.load(path)
-    assert not marker.exists()
+
+
+def test_model_stores_versions(fitted, tmp_path):
+    import faiss
+    import torch
+    from safetensors import safe_open
+
+    from hilander import __version__
+
+    path = tmp_path / "model.safetensors"
+    fitted.save(path)
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["hilander_version"] == __version__
+    assert metadata["torch_version"] == torch.__version__
+    assert metadata["faiss_version"] == faiss.__version__
+    loaded = HiLander.load(path)
+    assert loaded.versions_ == fitted.versions_
+    assert loaded.versions_["faiss"] == faiss.__version__
 
 
 def test_nan_features_rejected():
@@ -94,18 +173,120 @@ def test_nan_features_rejected():
         HiLander(**SMALL).fit(features, labels)
 
 
+def test_predict_drop_nonfinite_keeps_rows_aligned(fitted):
+    features, _ = blobs(num_classes=6, per_class=15, seed=8)
+    bad = np.array([0, 17, 50, 89])
+    damaged = features.copy()
+    damaged[bad[:2], 3] = np.nan
+    damaged[bad[2:], 0] = -np.inf
+    with pytest.raises(ValueError, match=r"4 rows \(rows 0, 17, 50, 89\)"):
+        fitted.predict(damaged)
+    predicted = fitted.predict(damaged, drop_nonfinite=True)
+    keep = np.setdiff1d(np.arange(90), bad)
+    assert predicted.shape == (90,)
+    assert predicted[bad].tolist() == [-1, -1, -1, -1]
+    assert np.array_equal(predicted[keep], fitted.predict(features[keep]))
+
+
+def test_predict_zero_rows_become_singletons(fitted, caplog):
+    features, _ = blobs(num_classes=6, per_class=15, seed=9)
+    zero = np.array([3, 40])
+    with_zeros = features.copy()
+    with_zeros[zero] = 0.0
+    keep = np.setdiff1d(np.arange(90), zero)
+    predicted = fitted.predict(with_zeros)
+    expected = fitted.predict(features[keep])
+    assert np.array_equal(predicted[keep], expected)
+    assert predicted[zero].tolist() == [expected.max() + 1, expected.max() + 2]
+    assert "2 of 90 rows of X are all zeros (rows 3, 40)" in caplog.text
+    assert fitted.predict(np.zeros((4, 16))).tolist() == [0, 1, 2, 3]
+
+
+def test_predict_hierarchy_levels_keep_dropped_rows(fitted):
+    features, _ = blobs(num_classes=6, per_class=15, seed=10)
+    features[5] = np.nan
+    result = fitted.predict_hierarchy(features, drop_nonfinite=True)
+    assert result.level_labels
+    for level in result.level_labels:
+        assert level.shape == (90,)
+        assert level[5] == -1
+        assert level.min() == -1
+
+
+def test_fit_skips_dropped_and_zero_rows():
+    features, labels = blobs(num_classes=12, per_class=15, seed=11)
+    test_features, _ = blobs(num_classes=6, per_class=15, seed=12)
+    damaged = features.copy()
+    damaged[[4, 100]] = np.nan
+    damaged[[7]] = 0.0
+    with pytest.raises(ValueError, match=r"rows 4, 100\)"):
+        HiLander(**SMALL).fit(damaged, labels)
+    keep = np.setdiff1d(np.arange(180), [4, 7, 100])
+    dropped = HiLander(**SMALL).fit(damaged, labels, drop_nonfinite=True)
+    clean = HiLander(**SMALL).fit(features[keep], labels[keep])
+    assert np.array_equal(dropped.predict(test_features), clean.predict(test_features))
+
+
+def test_single_class_rejected():
+    features, labels = blobs(num_classes=1, per_class=30)
+    with pytest.raises(ValueError, match=r"y has 1 class \(\[0\]\) among the rows used.*at least 2 classes"):
+        HiLander(**SMALL).fit(features, labels)
+    features, labels = blobs(num_classes=2, per_class=15)
+    features[labels == 1] = 0.0
+    with pytest.raises(ValueError, match="y has 1 class"):
+        HiLander(**SMALL).fit(features, labels)
+
+
+def test_identical_samples_cluster_without_error(fitted):
+    same = np.tile(blobs(num_classes=1, per_class=1, seed=13)[0], (40, 1))
+    predicted = fitted.predict(same)
+    assert predicted.shape == (40,)
+    assert set(np.unique(predicted)) == set(range(predicted.max() + 1))
+    assert np.array_equal(predicted, fitted.predict(same))
+
+
+def test_exact_duplicates_do_not_break_decoding(fitted):
+    features, labels = blobs(num_classes=8, per_class=10, seed=14)
+    duplicated = np.repeat(features, 4, axis=0)
+    predicted = fitted.predict(duplicated)
+    scores = evaluate(np.repeat(labels, 4), predicted)
+    assert scores["pairwise_f"] > 0.8
+    assert scores["bcubed_f"] > 0.8
+
+
+def test_fit_on_duplicates_and_identical_classes():
+    features, labels = blobs(num_classes=10, per_class=6, seed=15)
+    model = HiLander(**SMALL).fit(np.repeat(features, 3, axis=0), np.repeat(labels, 3))
+    assert model.predict(features).shape == (60,)
+    identical = np.ones((40, 16), dtype=np.float32)
+    model = HiLander(**SMALL).fit(identical, np.repeat([0, 1], 20))
+    assert model.predict(identical).shape == (40,)
+
+
+def test_large_validation_fraction_keeps_training_classes():
+    features, labels = blobs(num_classes=4, per_class=12, seed=16)
+    model = HiLander(**{**SMALL, "validation_fraction": 0.9}).fit(features, labels)
+    assert model.k_ >= 2
+
+
 def test_wrong_label_count_rejected():
     features, labels = blobs(num_classes=5, per_class=10)
     with pytest.raises(ValueError, match="y has 49 labels but there are 50 samples"):
         HiLander(**SMALL).fit(features, labels[:-1])
 
 
-def test_fewer_samples_than_k_rejected(fitted):
+def test_fewer_samples_than_k_lowers_k(fitted, caplog):
     features, labels = blobs(num_classes=2, per_class=3)
-    with pytest.raises(ValueError, match="X has 6 samples but k=10 neighbours are needed"):
-        HiLander(**SMALL).fit(features, labels)
-    with pytest.raises(ValueError, match=f"X has 2 samples but the model clusters with k={fitted.k_}"):
-        fitted.predict(features[:2])
+    small = HiLander(**SMALL).fit(features, labels)
+    assert small.k_ <= 6
+    assert "X has 6 samples, fewer than k=10 neighbours; fitting with k=6 instead" in caplog.text
+    assert small.predict(features).shape == (6,)
+
+    caplog.clear()
+    predicted = fitted.predict(features[:2])
+    assert predicted.shape == (2,)
+    assert f"fewer than the model's k={fitted.k_} neighbours; clustering with k=2 instead" in caplog.text
+    assert fitted.predict(features[:1]).tolist() == [0]
 
 
 def test_feature_dimension_mismatch_rejected(fitted):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import signal
+import tempfile
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -20,7 +22,9 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .data import load_features, load_labels, save_labels
+from ._runtime import runtime_versions
+from .checkpoint import checkpoint_epoch
+from .data import load_features, load_labels, metadata_path, save_labels
 from .datasets import DATASETS, load_open_set_split
 from .estimator import HiLander
 from .metrics import evaluate as evaluate_metrics
@@ -67,17 +71,61 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-def _check_output(path: Path, overwrite: bool) -> None:
-    """Reject an output path before any work starts: existing without --overwrite, or unwritable."""
-    if path.exists() and not overwrite:
-        _fail(f"{path} already exists; pass --overwrite to replace it")
-    if path.is_dir():
-        _fail(f"{path} is a folder; pass a file path")
-    folder = path.parent if str(path.parent) else Path(".")
+def _check_output(path: Path, overwrite: bool, companions: tuple[Path, ...] = ()) -> None:
+    """Reject an output path before any work starts: existing without --overwrite, or unwritable.
+
+    ``companions`` are files written beside the output, such as its metadata file.
+    """
+    for target in (path, *companions):
+        if target.is_dir():
+            _fail(f"{target} is a folder; pass a file path")
+        if target.exists() and not overwrite:
+            _fail(f"{target} already exists; pass --overwrite to replace it")
+    _check_writable_folder(path.parent)
+
+
+def _check_writable_folder(folder: Path) -> None:
+    """Fail unless ``folder`` exists and a file can be created in it.
+
+    Creating a file is the reliable test, because os.access can report success where the write
+    then fails, for example for root on an NFS mount with root squashing.
+    """
+    if folder.exists() and not folder.is_dir():
+        _fail(f"{folder} is a file, not a folder; choose an output path inside a folder")
     if not folder.is_dir():
         _fail(f"folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        _fail(f"folder {folder} is not writable; choose another output path")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        _fail(f"folder {folder} is not writable ({error.strerror}); choose another output path")
+
+
+class _Terminated(KeyboardInterrupt):
+    """Raised by the SIGTERM handler, so that a terminated run cleans up as after Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated
+
+
+@contextmanager
+def _stop_on_interrupt(describe_state):
+    """Turn Ctrl-C (SIGINT) or SIGTERM into a one-line message and exit code 130 or 143.
+
+    ``describe_state()`` returns what the interruption left behind, for the message. Outputs are
+    written atomically, so an interrupted run leaves the previous file or none.
+    """
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        code = 128 + (signal.SIGTERM if isinstance(interrupt, _Terminated) else signal.SIGINT)
+        console.print(Text("interrupted: ", style="bold red") + Text(describe_state()), soft_wrap=True)
+        raise typer.Exit(code=int(code)) from None
+
+
+def _unwritten(path: Path, existed: bool) -> str:
+    return f"{path} was not replaced" if existed else f"{path} was not written"
 
 
 @contextmanager
@@ -109,9 +157,11 @@ def _progress_display():
                 progress.update(task_id, completed=task.total)
 
 
-def _read_inputs(features: Path, labels: Optional[Path], dim: Optional[int], allow_pickle: bool):
+def _read_inputs(
+    features: Path, labels: Optional[Path], dim: Optional[int], allow_pickle: bool, allow_nonfinite: bool = False
+):
     try:
-        X, y = load_features(features, dim=dim, allow_pickle=allow_pickle)
+        X, y = load_features(features, dim=dim, allow_pickle=allow_pickle, allow_nonfinite=allow_nonfinite)
         if labels is not None:
             y = load_labels(labels)
     except (OSError, ValueError) as error:
@@ -153,18 +203,20 @@ def _parse_train_knn(text: str) -> tuple[tuple[int, int], ...]:
     return pairs
 
 
-FEATURES_HELP = "Feature file: .npy, .npz, .bin (needs --dim) or .pkl (needs --allow-pickle)."
+FEATURES_HELP = "Feature file: .npy, .npz, .csv, .tsv, .bin (needs --dim) or .pkl (needs --allow-pickle)."
 DIM_HELP = "Feature dimension of a raw float32 .bin file."
 PICKLE_HELP = "Allow reading a .pkl feature file. Unpickling can run code: use only for files you trust."
+DROP_HELP = "Leave out rows with NaN or infinite values instead of stopping with an error."
 
 
 @app.command()
 def train(
     features: Path = typer.Argument(..., help=FEATURES_HELP),
     output: Path = typer.Option(..., "--output", "-o", help="Model file to write (.safetensors)."),
-    labels: Optional[Path] = typer.Option(None, help="Label file (.meta/.txt, one integer per line, or .npy); needed unless the feature file stores labels."),
+    labels: Optional[Path] = typer.Option(None, help="Label file (.meta/.txt, one integer per line, .csv or .npy); needed unless the feature file stores labels."),
     dim: Optional[int] = typer.Option(None, help=DIM_HELP),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
+    drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help=DROP_HELP),
     k: Optional[int] = typer.Option(None, help="Neighbours per node at inference, self included. Default: chosen by validation."),
     tau: Optional[float] = typer.Option(None, help="Link threshold on P(same class), in [0, 1). Default: chosen by validation."),
     max_levels: int = typer.Option(10, help="Maximum hierarchy levels at inference."),
@@ -178,28 +230,46 @@ def train(
     refit: bool = typer.Option(True, "--refit/--no-refit", help="After the choice on held-out classes, train again on all classes (about twice the training time)."),
     device: str = typer.Option("cpu", help="Torch device, such as cpu or cuda."),
     seed: int = typer.Option(0, help="Random seed for the class split, sampling and initialisation."),
+    checkpoint_dir: Optional[Path] = typer.Option(None, help="Folder for a training checkpoint, written after every epoch, so that --resume can continue an interrupted run."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --checkpoint-dir; pass the same data and options as the interrupted run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     """Learn to cluster from labelled embeddings and save the model."""
+    existed = output.exists()
     _check_output(output, overwrite)
-    X, y = _read_inputs(features, labels, dim, allow_pickle)
-    if y is None:
-        _fail(f"{features} contains no labels; pass --labels with one class label per row")
-    if y.shape[0] != X.shape[0]:
-        source = labels if labels is not None else features
-        _fail(f"{source} has {y.shape[0]} labels but {features} has {X.shape[0]} rows; pass one label per row")
-    estimator = HiLander(
-        k=k, tau=tau, max_levels=max_levels, min_cluster_size=min_cluster_size,
-        train_knn=_parse_train_knn(train_knn), epochs=epochs, lr=lr, hidden=hidden, conv=conv.value,
-        validation_fraction=validation_fraction, refit=refit, device=device, random_state=seed,
-    )
-    started = time.perf_counter()
-    try:
-        with _progress_display() as progress:
-            estimator.fit(X, y, progress=progress)
-    except ValueError as error:
-        _fail(str(error))
-    estimator.save(output)
+    _check_checkpoint_dir(checkpoint_dir, resume)
+
+    def describe_state() -> str:
+        state = _unwritten(output, existed)
+        if checkpoint_dir is None:
+            return f"{state}; pass --checkpoint-dir to make a long run resumable"
+        epoch = checkpoint_epoch(checkpoint_dir)
+        if epoch is None:
+            return f"{state}; no epoch had finished, so {checkpoint_dir} contains no checkpoint yet"
+        return f"{state}; the checkpoint of epoch {epoch} is in {checkpoint_dir}, so rerun the same command with --resume to continue"
+
+    with _stop_on_interrupt(describe_state):
+        X, y = _read_inputs(features, labels, dim, allow_pickle, drop_nonfinite)
+        if y is None:
+            _fail(f"{features} contains no labels; pass --labels with one class label per row")
+        if y.shape[0] != X.shape[0]:
+            source = labels if labels is not None else features
+            _fail(f"{source} has {y.shape[0]} labels but {features} has {X.shape[0]} rows; pass one label per row")
+        estimator = HiLander(
+            k=k, tau=tau, max_levels=max_levels, min_cluster_size=min_cluster_size,
+            train_knn=_parse_train_knn(train_knn), epochs=epochs, lr=lr, hidden=hidden, conv=conv.value,
+            validation_fraction=validation_fraction, refit=refit, device=device, random_state=seed,
+        )
+        started = time.perf_counter()
+        try:
+            with _progress_display() as progress:
+                estimator.fit(
+                    X, y, progress=progress, drop_nonfinite=drop_nonfinite,
+                    checkpoint_dir=checkpoint_dir, resume=resume,
+                )
+        except (ValueError, OSError) as error:
+            _fail(str(error))
+        _write_or_fail(output, lambda: estimator.save(output))
     validation = estimator.validation_
     console.print(
         f"trained in {time.perf_counter() - started:.1f} s; k={estimator.k_}, tau={estimator.tau_:.2f}, "
@@ -209,38 +279,98 @@ def train(
     console.print(f"model written to {output}")
 
 
+def _check_checkpoint_dir(checkpoint_dir: Optional[Path], resume: bool) -> None:
+    if checkpoint_dir is None:
+        if resume:
+            _fail("--resume needs --checkpoint-dir, the folder of the interrupted run's checkpoint")
+        return
+    if not checkpoint_dir.exists():
+        try:
+            checkpoint_dir.mkdir(parents=True)
+        except OSError as error:
+            _fail(f"could not create the checkpoint folder {checkpoint_dir} ({error.strerror}); choose another --checkpoint-dir")
+    _check_writable_folder(checkpoint_dir)
+    epoch = checkpoint_epoch(checkpoint_dir)
+    if epoch is not None and not resume:
+        _fail(
+            f"{checkpoint_dir} already contains a checkpoint of epoch {epoch}; pass --resume to "
+            "continue that run, or delete it to start over"
+        )
+
+
+def _write_or_fail(path: Path, write) -> None:
+    """Run ``write()``, turning an OSError (disk full, permissions) into a one-line error."""
+    try:
+        write()
+    except OSError as error:
+        _fail(f"could not write {path} ({error}); the previous file, if any, is unchanged")
+
+
 @app.command()
 def cluster(
     model: Path = typer.Argument(..., help="Model file written by 'hilander train'."),
     features: Path = typer.Argument(..., help=FEATURES_HELP),
-    output: Path = typer.Option(..., "--output", "-o", help="Output: one cluster id per input row (.txt/.meta text, or .npy)."),
-    dim: Optional[int] = typer.Option(None, help=DIM_HELP),
+    output: Path = typer.Option(..., "--output", "-o", help="Output: one cluster id per input row (.txt/.meta text, or .npy), plus run details in OUTPUT.json."),
+    dim: Optional[int] = typer.Option(None, help="Feature dimension of a raw float32 .bin file. Default: the model's."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
+    drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help=DROP_HELP + " Their cluster id is -1."),
     device: str = typer.Option("cpu", help="Torch device, such as cpu or cuda."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file and its .json metadata."),
 ) -> None:
     """Cluster embeddings with a trained model and write one cluster id per row."""
-    _check_output(output, overwrite)
-    try:
-        estimator = HiLander.load(model, device=device)
-    except (OSError, ValueError) as error:
-        _fail(str(error))
-    X, _ = _read_inputs(features, None, dim, allow_pickle)
-    started = time.perf_counter()
-    with _progress_display() as progress:
-
-        def on_level(level: int, num_nodes: int, edges_added: int) -> None:
-            progress("clustering levels", level + 1, estimator.n_levels_)
-
+    existed = output.exists()
+    _check_output(output, overwrite, companions=(metadata_path(output),))
+    with _stop_on_interrupt(lambda: _unwritten(output, existed)):
         try:
-            result = estimator.predict_hierarchy(X, on_level)
-        except ValueError as error:
+            estimator = HiLander.load(model, device=device)
+        except (OSError, ValueError) as error:
             _fail(str(error))
-    save_labels(result.labels, output, overwrite=overwrite)
+        if dim is None and features.suffix.lower() == ".bin":
+            dim = estimator.n_features_in_
+        X, _ = _read_inputs(features, None, dim, allow_pickle, drop_nonfinite)
+        started = time.perf_counter()
+        with _progress_display() as progress:
+
+            def on_level(level: int, num_nodes: int, edges_added: int) -> None:
+                progress("clustering levels", level + 1, estimator.n_levels_)
+
+            try:
+                result = estimator.predict_hierarchy(X, on_level, drop_nonfinite=drop_nonfinite)
+            except ValueError as error:
+                _fail(str(error))
+        clustered = result.labels[result.labels >= 0]
+        num_clusters = int(np.unique(clustered).shape[0])
+        num_dropped = int(result.labels.shape[0] - clustered.shape[0])
+        metadata = _cluster_metadata(estimator, model, features, result, num_clusters, num_dropped)
+        _write_or_fail(output, lambda: save_labels(result.labels, output, overwrite=overwrite, metadata=metadata))
+    dropped = f" ({num_dropped} rows with NaN or inf dropped, id -1)" if num_dropped else ""
     console.print(
-        f"{X.shape[0]} samples -> {np.unique(result.labels).shape[0]} clusters in "
+        f"{X.shape[0]} samples -> {num_clusters} clusters{dropped} in "
         f"{time.perf_counter() - started:.1f} s over {len(result.level_labels)} levels; written to {output}"
     )
+
+
+def _cluster_metadata(estimator: HiLander, model: Path, features: Path, result, num_clusters: int, num_dropped: int) -> dict:
+    """Describe a clustering run for the JSON file beside its output."""
+    return {
+        "format": "hilander-clusters",
+        "format_version": 1,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": runtime_versions(),
+        "model": {
+            "path": str(model.resolve()),
+            "versions": estimator.versions_,
+            "k": estimator.k_,
+            "tau": estimator.tau_,
+            "n_levels": estimator.n_levels_,
+            "random_state": estimator.random_state,
+        },
+        "features": str(features.resolve()),
+        "n_samples": int(result.labels.shape[0]),
+        "n_clusters": num_clusters,
+        "n_dropped_rows": num_dropped,
+        "levels_decoded": len(result.level_labels),
+    }
 
 
 @app.command()
@@ -270,8 +400,11 @@ def demo(
     epochs: int = typer.Option(20, help="Training epochs."),
     seed: int = typer.Option(0, help="Random seed."),
     save_model: Optional[Path] = typer.Option(None, help="Also write the trained model to this file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --save-model file."),
 ) -> None:
     """Fit on the meta-train classes of a dataset and cluster its unseen test classes."""
+    if save_model is not None:
+        _check_output(save_model, overwrite)
     try:
         split = load_open_set_split(dataset.value, data_dir)
     except (FileNotFoundError, ValueError) as error:
@@ -291,7 +424,7 @@ def demo(
     cluster_seconds = time.perf_counter() - clustered
     metrics = evaluate_metrics(split.test_labels, predicted)
     if save_model is not None:
-        estimator.save(save_model)
+        _write_or_fail(save_model, lambda: estimator.save(save_model))
     out = Console()
     out.print(_metrics_table(f"{dataset.value}: unseen test classes", metrics))
     out.print(
@@ -304,5 +437,6 @@ def demo(
 
 
 def main() -> None:
-    """Run the command-line interface."""
+    """Run the command-line interface, which stops on SIGTERM as cleanly as on Ctrl-C."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
     app()

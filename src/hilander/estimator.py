@@ -19,7 +19,9 @@ from safetensors.torch import save_file
 
 from . import __version__
 from ._files import atomic_path
-from .data import check_features, check_labels, l2_normalize
+from ._runtime import runtime_versions
+from .checkpoint import TrainingCheckpoint, training_fingerprint
+from .data import check_features, check_labels, l2_normalize, screen_rows
 from .inference import HierarchyResult, absorb_small_clusters, cluster_hierarchy
 from .metrics import bcubed, evaluate, pairwise
 from .model import CONV_TYPES, LINK_HEADS, Lander
@@ -73,6 +75,26 @@ def _deterministic_torch():
         yield
     finally:
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn_only)
+
+
+def _restore_rows(result: HierarchyResult, usable: np.ndarray, zero: np.ndarray) -> HierarchyResult:
+    """Map a result over the usable rows back to all rows.
+
+    Dropped rows get -1, and each all-zero row gets a new id after the clustered ones.
+    """
+
+    def expand(assignment: np.ndarray) -> np.ndarray:
+        full = np.full(usable.shape[0], -1, dtype=np.int64)
+        full[usable] = assignment
+        num_clusters = int(assignment.max()) + 1 if assignment.shape[0] else 0
+        full[zero] = num_clusters + np.arange(np.count_nonzero(zero))
+        return full
+
+    return HierarchyResult(
+        labels=expand(result.labels),
+        level_labels=[expand(level) for level in result.level_labels],
+        edges_added=list(result.edges_added),
+    )
 
 
 @dataclass
@@ -142,6 +164,8 @@ class HiLander:
         n_features_in_: feature dimension seen in ``fit``.
         validation_: metrics of the chosen setting on the validation classes.
         history_: one dict per epoch with losses and, where measured, the validation score.
+        versions_: versions of hilander, torch, faiss and numpy that fitted the model, or that
+            wrote the file it was loaded from.
     """
 
     def __init__(
@@ -265,39 +289,79 @@ class HiLander:
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, X, y, progress: ProgressCallback | None = None) -> "HiLander":
+    def fit(
+        self,
+        X,
+        y,
+        progress: ProgressCallback | None = None,
+        *,
+        drop_nonfinite: bool = False,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+    ) -> "HiLander":
         """Train the model on labelled embeddings and choose the inference settings.
 
         Args:
-            X: (n_samples, n_features) embeddings; rows are L2-normalised internally.
+            X: (n_samples, n_features) embeddings; rows are L2-normalised internally. All-zero
+                rows are left out of training with a warning, since they have no direction.
             y: (n_samples,) class labels: integers, or any sortable values such as class
                 names. The classes should be disjoint from those that ``predict`` will see.
             progress: optional callback ``(stage, completed, total)`` for progress display.
+            drop_nonfinite: leave out rows with NaN or infinite values, with a warning,
+                instead of raising.
+            checkpoint_dir: folder for a training checkpoint, written after every epoch and
+                kept after fit returns (see :mod:`hilander.checkpoint`). Only the validated
+                training is checkpointed; a resumed run repeats the refit (``refit``) whole.
+            resume: continue from the checkpoint in ``checkpoint_dir``, which must have been
+                written for the same data and parameters. On CPU the result is the same as that
+                of an uninterrupted fit.
 
         Returns:
-            self.
+            self. With fewer samples than a k of ``k`` or ``train_knn``, that k is lowered to
+            the number of samples, with a warning.
 
         Raises:
-            ValueError: for invalid parameters, NaN features, a wrong number of labels, fewer
-                samples than k, or fewer than 2 classes.
+            ValueError: for invalid parameters, NaN features (unless ``drop_nonfinite``), a
+                wrong number of labels, fewer than 2 classes, or a checkpoint of another run.
+            FileExistsError: if ``checkpoint_dir`` contains a checkpoint and ``resume`` is false.
         """
+        if resume and checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir, the folder of the checkpoint to continue")
         with _deterministic_torch():
-            return self._fit(X, y, progress)
+            return self._fit(X, y, progress, drop_nonfinite, checkpoint_dir, resume)
 
-    def _fit(self, X, y, progress: ProgressCallback | None) -> "HiLander":
+    def _fit(
+        self, X, y, progress: ProgressCallback | None, drop_nonfinite: bool = False,
+        checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
+    ) -> "HiLander":
         self._validate_params()
-        features = l2_normalize(check_features(X))
+        features = check_features(X, allow_nonfinite=drop_nonfinite)
         labels = check_labels(y, features.shape[0], allow_categorical=True)
-        largest_k = max([int(k) for k, _ in self.train_knn] + ([self.k] if self.k else []))
-        if features.shape[0] < largest_k:
-            raise ValueError(
-                f"X has {features.shape[0]} samples but k={largest_k} neighbours are needed; "
-                "pass more samples or smaller k values (k and train_knn; --k and --train-knn on the "
-                "command line)"
-            )
+        nonfinite, zero = screen_rows(features, "X", drop_nonfinite)
+        if nonfinite.any() or zero.any():
+            features, labels = features[~nonfinite & ~zero], labels[~nonfinite & ~zero]
+            if features.shape[0] == 0:
+                raise ValueError(
+                    "every row of X is all zeros or non-finite, so no row is left to train on; "
+                    "check the step that produced the embeddings"
+                )
+        features = l2_normalize(features)
         classes = np.unique(labels)
         if classes.shape[0] < 2:
-            raise ValueError(f"y has {classes.shape[0]} class; fit needs labelled samples of at least 2 classes")
+            raise ValueError(
+                f"y has {classes.shape[0]} class ({classes[:1].tolist()}) among the rows used; fit learns "
+                "where one class ends and the next begins, so pass labelled samples of at least 2 classes"
+            )
+        largest_k = max([int(k) for k, _ in self.train_knn] + ([self.k] if self.k else []))
+        if features.shape[0] < largest_k:
+            logger.warning(
+                "X has %d samples, fewer than k=%d neighbours; fitting with k=%d instead",
+                features.shape[0], largest_k, features.shape[0],
+            )
+        checkpoint = None
+        if checkpoint_dir is not None:
+            fingerprint = training_fingerprint(features, labels, self.get_params())
+            checkpoint = TrainingCheckpoint(checkpoint_dir, fingerprint, resume)
 
         started = time.perf_counter()
         rng = np.random.default_rng(self.random_state)
@@ -310,9 +374,12 @@ class HiLander:
         self.n_features_in_ = features.shape[1]
         self.model_ = self._new_model()
         k_candidates = [self.k] if self.k else sorted({int(k) for k, _ in self.train_knn}, reverse=True)
+        k_candidates = sorted({min(k, features.shape[0]) for k in k_candidates}, reverse=True)
         size_candidates = self._min_size_candidates(validation[1])
         self.history_ = []
-        self.best_epoch_ = self._train(graphs, validation, k_candidates, size_candidates, rng, generator, progress)
+        self.best_epoch_ = self._train(
+            graphs, validation, k_candidates, size_candidates, rng, generator, progress, checkpoint=checkpoint
+        )
 
         if progress:
             progress("choosing k and tau", 0, None)
@@ -321,6 +388,7 @@ class HiLander:
         self.k_, self.tau_, self.n_levels_ = final.k, final.tau, final.levels
         self.min_cluster_size_ = final.min_cluster_size
         self.validation_ = final.metrics
+        self.versions_ = runtime_versions()
         logger.info(
             "chose epoch %d, k=%d, tau=%.2f, levels=%d, min_cluster_size=%d; validation pairwise F %.3f, "
             "BCubed F %.3f",
@@ -366,12 +434,15 @@ class HiLander:
         return graphs
 
     def _train(
-        self, graphs, validation, k_candidates, size_candidates, rng, generator, progress, stop_after=None
+        self, graphs, validation, k_candidates, size_candidates, rng, generator, progress,
+        checkpoint=None, stop_after=None,
     ) -> int:
         """Train ``self.model_`` and keep the weights of the epoch with the best validation score.
 
-        With ``stop_after`` (an epoch number), train without validation on the same learning-rate
-        schedule, stop after that epoch and keep its weights. Returns the epoch whose weights are kept.
+        With ``checkpoint``, save the training state after every epoch and resume from the saved
+        one. With ``stop_after`` (an epoch number), train without validation on the same
+        learning-rate schedule, stop after that epoch and keep its weights. Returns the epoch whose
+        weights are kept.
         """
         samplers = [NeighborhoodSampler(g, self.num_layers, self.batch_size, self.device) for g in graphs]
         steps_per_epoch = epoch_steps(samplers, self.balance_graphs)
@@ -383,6 +454,13 @@ class HiLander:
         coarse_taus = [self.tau] if self.tau is not None else list(_COARSE_TAU_GRID)
         best_score, best_state, best_epoch = -np.inf, None, last_epoch
         step = 0
+        first_epoch = 1
+        restored = None if checkpoint is None else checkpoint.restore(self.model_, optimizer, scheduler, rng, generator)
+        if restored is not None:
+            first_epoch = restored.epoch + 1
+            best_state, self.history_ = restored.best_state, restored.history
+            best_score = restored.best_score if restored.best_score is not None else -np.inf
+            step = restored.epoch * steps_per_epoch
 
         def on_step() -> None:
             nonlocal step
@@ -390,7 +468,7 @@ class HiLander:
             if progress:
                 progress(stage, step, last_epoch * steps_per_epoch)
 
-        for epoch in range(1, last_epoch + 1):
+        for epoch in range(first_epoch, last_epoch + 1):
             losses = train_epoch(
                 self.model_, samplers, optimizer, scheduler, rng, generator, self.balance_graphs, on_step
             )
@@ -399,17 +477,26 @@ class HiLander:
                 choice = self._select(*validation, k_candidates, coarse_taus, size_candidates)
                 record["validation_score"] = choice.score
                 if choice.score > best_score:
-                    best_score, best_epoch = choice.score, epoch
+                    best_score = choice.score
                     best_state = copy.deepcopy(self.model_.state_dict())
             logger.info("epoch %d: %s", epoch, record)
             self.history_.append(record)
+            if checkpoint is not None:
+                checkpoint.save(
+                    epoch, self.model_, optimizer, scheduler, rng, generator,
+                    None if best_state is None else float(best_score), best_state, self.history_,
+                )
         if best_state is not None:
             self.model_.load_state_dict(best_state)
+            # From the history rather than the loop, so that a resumed run knows it too.
+            scored = [(record["validation_score"], -record["epoch"]) for record in self.history_ if "validation_score" in record]
+            best_epoch = -max(scored)[1]
         return best_epoch
 
     def _split_classes(self, labels, classes, rng) -> tuple[np.ndarray, np.ndarray]:
         """Hold out a random share of classes for validation; return (fit mask, validation mask)."""
-        num_validation = int(round(self.validation_fraction * classes.shape[0]))
+        # At least 2 classes stay for training, whatever validation_fraction requests.
+        num_validation = min(int(round(self.validation_fraction * classes.shape[0])), classes.shape[0] - 2)
         if classes.shape[0] < 4 or num_validation < 2:
             logger.warning(
                 "no validation classes held out (%d classes, validation_fraction=%s gives %d): "
@@ -452,40 +539,61 @@ class HiLander:
         if not hasattr(self, "model_"):
             raise RuntimeError("this HiLander is not fitted yet; call fit(X, y) or HiLander.load(path) first")
 
-    def predict_hierarchy(self, X, on_level=None) -> HierarchyResult:
+    def predict_hierarchy(self, X, on_level=None, drop_nonfinite: bool = False) -> HierarchyResult:
         """Cluster ``X`` and return the final labels with the assignment after every level.
 
         The final labels are those of the last level after clusters smaller than
         ``min_cluster_size_`` have joined larger ones; ``level_labels`` are as decoded.
 
         ``on_level``, if given, is called as ``on_level(level, num_nodes, edges_added)`` after
-        each level, for progress display.
+        each level, for progress display. Row handling is described in :meth:`predict`.
 
         Raises:
-            ValueError: for NaN features, a feature dimension other than the fitted one, or
-                fewer samples than k.
+            ValueError: for NaN features (unless ``drop_nonfinite``) or a feature dimension
+                other than the fitted one.
         """
         self._check_fitted()
-        features = check_features(X)
+        features = check_features(X, allow_nonfinite=drop_nonfinite)
         if features.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {features.shape[1]} features but the model was fitted on {self.n_features_in_}; "
                 "use embeddings from the same encoder as the training data"
             )
-        if features.shape[0] < self.k_:
-            raise ValueError(
-                f"X has {features.shape[0]} samples but the model clusters with k={self.k_} neighbours; "
-                f"pass at least {self.k_} samples"
+        nonfinite, zero = screen_rows(features, "X", drop_nonfinite)
+        usable = ~nonfinite & ~zero
+        num_usable = int(np.count_nonzero(usable))
+        if 2 <= num_usable < self.k_:
+            logger.warning(
+                "X has %d samples to cluster, fewer than the model's k=%d neighbours; clustering "
+                "with k=%d instead", num_usable, self.k_, num_usable,
             )
-        features = l2_normalize(features)
-        with _deterministic_torch():
-            result = self._hierarchy(features, self.k_, self.tau_, self.n_levels_, on_level)
-        result.labels = absorb_small_clusters(features, result.labels, self.min_cluster_size_)
-        return result
+        if usable.all():
+            features = l2_normalize(features)
+            with _deterministic_torch():
+                result = self._hierarchy(features, self.k_, self.tau_, self.n_levels_, on_level)
+            result.labels = absorb_small_clusters(features, result.labels, self.min_cluster_size_)
+            return result
+        result = HierarchyResult(labels=np.zeros(0, dtype=np.int64))
+        if num_usable > 0:
+            kept = l2_normalize(features[usable])
+            with _deterministic_torch():
+                result = self._hierarchy(kept, self.k_, self.tau_, self.n_levels_, on_level)
+            result.labels = absorb_small_clusters(kept, result.labels, self.min_cluster_size_)
+        return _restore_rows(result, usable, zero)
 
-    def predict(self, X) -> np.ndarray:
-        """Cluster ``X`` (n_samples, n_features) and return (n_samples,) int64 cluster ids."""
-        return self.predict_hierarchy(X).labels
+    def predict(self, X, drop_nonfinite: bool = False) -> np.ndarray:
+        """Cluster ``X`` (n_samples, n_features) and return (n_samples,) int64 cluster ids.
+
+        Ids run from 0 to the number of clusters - 1, except for rows dropped by
+        ``drop_nonfinite`` (NaN or infinite values), which get -1. Each all-zero row becomes a
+        cluster of its own, since cosine similarity is undefined for it. With fewer samples
+        than the model's k, k is lowered to the number of samples, with a warning.
+
+        Raises:
+            ValueError: for NaN features (unless ``drop_nonfinite``) or a feature dimension
+                other than the fitted one.
+        """
+        return self.predict_hierarchy(X, drop_nonfinite=drop_nonfinite).labels
 
     # ------------------------------------------------------------------ persistence
 
@@ -506,8 +614,7 @@ class HiLander:
         metadata = {
             "format": _FORMAT_NAME,
             "format_version": str(FORMAT_VERSION),
-            "hilander_version": __version__,
-            "torch_version": torch.__version__,
+            **{f"{library}_version": version for library, version in runtime_versions().items()},
             "config": json.dumps(config),
         }
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.model_.state_dict().items()}
@@ -518,10 +625,13 @@ class HiLander:
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> "HiLander":
         """Read a model written by :meth:`save`. Loading runs no code from the file.
 
+        The file's settings are checked against its tensors before any memory is allocated
+        for the model, so a damaged or crafted header cannot request a huge network.
+
         Raises:
             FileNotFoundError: if ``path`` does not exist.
-            ValueError: if the file is not a hilander model, or its format is newer than this
-                version of hilander reads.
+            ValueError: if the file is not a hilander model, is damaged, or its format is newer
+                than this version of hilander reads.
         """
         path = Path(path)
         check_device(device)
@@ -538,12 +648,28 @@ class HiLander:
             ) from None
         if metadata.get("format") != _FORMAT_NAME:
             raise ValueError(f"{path} is a safetensors file but not a hilander model (no '{_FORMAT_NAME}' header)")
-        version = int(metadata.get("format_version", "0"))
+        version_text = metadata.get("format_version", "")
+        if not version_text.isdigit():
+            raise ValueError(f"{path} has an invalid model format version {version_text!r}; the file is damaged")
+        version = int(version_text)
         if version > FORMAT_VERSION:
             raise ValueError(
-                f"{path} uses model format {version}, but this hilander {__version__} reads format "
-                f"{FORMAT_VERSION} and older; upgrade hilander to load it"
+                f"{path} uses model format {version} (written by hilander "
+                f"{metadata.get('hilander_version', 'unknown')}), but this hilander {__version__} reads "
+                f"format {FORMAT_VERSION} and older; upgrade hilander to load it"
             )
+        try:
+            estimator = cls._from_file_contents(metadata, tensors, device)
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(
+                f"{path} is a damaged hilander model ({type(error).__name__}: {str(error)[:300]}); "
+                "train it again or restore it from a backup"
+            ) from None
+        logger.info("loaded %s, written by %s", path, estimator.versions_)
+        return estimator
+
+    @classmethod
+    def _from_file_contents(cls, metadata: dict, tensors: dict, device: str) -> "HiLander":
         config = json.loads(metadata["config"])
         params = dict(config["params"])
         params["train_knn"] = tuple(tuple(pair) for pair in params["train_knn"])
@@ -551,12 +677,19 @@ class HiLander:
         params["train_link_drop"] = tuple(params["train_link_drop"])
         params["device"] = device
         estimator = cls(**params)
-        in_dim = config["n_features_in_"] * (2 if estimator.use_cluster_features else 1)
-        model = Lander(
-            in_dim, estimator.hidden, estimator.num_layers, estimator.conv, estimator.heads,
-            estimator.dropout, estimator.link_head,
-        )
-        model.load_state_dict(tensors, strict=True)
+        estimator._validate_params()
+        for name, tensor in tensors.items():
+            if tensor.dtype != torch.float32:
+                raise ValueError(f"tensor {name} has dtype {tensor.dtype}, not float32")
+        in_dim = int(config["n_features_in_"]) * (2 if estimator.use_cluster_features else 1)
+        # On the meta device the model has shapes but no memory. assign=True then takes the
+        # file's tensors as its parameters, after load_state_dict has checked every shape.
+        with torch.device("meta"):
+            model = Lander(
+                in_dim, estimator.hidden, estimator.num_layers, estimator.conv, estimator.heads,
+                estimator.dropout, estimator.link_head,
+            )
+        model.load_state_dict(tensors, strict=True, assign=True)
         estimator.model_ = model.to(device).eval()
         estimator.k_ = int(config["k_"])
         estimator.tau_ = float(config["tau_"])
@@ -566,4 +699,11 @@ class HiLander:
         estimator.best_epoch_ = config.get("best_epoch_")
         estimator.n_features_in_ = int(config["n_features_in_"])
         estimator.validation_ = config["validation_"]
+        estimator.versions_ = {
+            key[: -len("_version")]: value
+            for key, value in metadata.items()
+            if key.endswith("_version") and key != "format_version"
+        }
+        if estimator.k_ < 2 or not 0.0 <= estimator.tau_ < 1.0 or estimator.n_levels_ < 1:
+            raise ValueError(f"k_={estimator.k_}, tau_={estimator.tau_}, n_levels_={estimator.n_levels_} are out of range")
         return estimator
