@@ -360,3 +360,13 @@ def test_end_to_end_clinc_slice(clinc_root):
     assert scores["pairwise_f"] > 0.6, json.dumps(scores)
     assert scores["bcubed_f"] > 0.6, json.dumps(scores)
     assert scores["nmi"] > 0.75, json.dumps(scores)
+
+
+def test_training_graphs_share_level_zero_across_link_drop():
+    features, labels = blobs(num_classes=10, per_class=20, seed=6)
+    model = HiLander(train_knn=((5, 2),), train_link_drop=(0.0, 0.5))
+    graphs = model._build_graphs(features, labels, np.random.default_rng(0), None)
+    # One level-0 graph over all samples, then one level-1 graph per link-drop value.
+    assert [graph.num_nodes for graph in graphs][0] == 200
+    assert len(graphs) == 3
+    assert all(graph.num_nodes < 200 for graph in graphs[1:])

