@@ -227,7 +227,7 @@ def train(
     hidden: int = typer.Option(512, help="Width of the GNN layer."),
     conv: Conv = typer.Option(Conv.graphconv, help="Graph layer: similarity-weighted mean or attention."),
     validation_fraction: float = typer.Option(0.2, help="Share of classes held out to choose the model, k and tau."),
-    refit: bool = typer.Option(True, "--refit/--no-refit", help="After the choice on held-out classes, train again on all classes (about twice the training time)."),
+    refit: bool = typer.Option(True, "--refit/--no-refit", help="After the choice on held-out classes, train again on all classes (adds up to the time of the first training)."),
     device: str = typer.Option("cpu", help="Torch device, such as cpu or cuda."),
     seed: int = typer.Option(0, help="Random seed for the class split, sampling and initialisation."),
     checkpoint_dir: Optional[Path] = typer.Option(None, help="Folder for a training checkpoint, written after every epoch, so that --resume can continue an interrupted run."),

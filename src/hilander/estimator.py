@@ -151,8 +151,8 @@ class HiLander:
             selection. With fewer than 4 classes, or 0, the training data is used instead.
         eval_every: epochs between validation runs that select the best model.
         refit: after choosing the epoch and the settings on the held-out classes, train a new
-            model on all training classes for the chosen number of epochs. It about doubles
-            the training time; without held-out classes there is nothing to refit.
+            model on all training classes for the chosen number of epochs, which adds that many
+            epochs of training time. Without held-out classes there is nothing to refit.
         tau_grid: candidate thresholds for the final choice of tau.
         device: torch device, such as ``"cpu"`` or ``"cuda"``.
         random_state: seed for the class split, sampling and weight initialisation.
@@ -396,7 +396,7 @@ class HiLander:
             final.metrics["pairwise_f"], final.metrics["bcubed_f"],
         )
         if self.refit and not validation_mask.all():
-            # The held-out classes have chosen the epoch and the settings; train again with them.
+            # The held-out classes have chosen the epoch and the settings, so they can now join training.
             graphs = self._build_graphs(features, labels, rng, progress)
             torch.manual_seed(self.random_state)
             self.model_ = self._new_model()
