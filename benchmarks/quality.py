@@ -8,8 +8,8 @@ Usage (from the repository root)::
     python -m benchmarks.quality --datasets clinc150 banking77 --seeds 0 1 2 \
         --output benchmarks/results/quality.json
 
-Methods that depend on the seed (hilander, k-means) run once per seed and the table shows the
-median of each metric with the range of the F-scores; the others run once.
+Methods that depend on the seed (hilander, k-means, Infomap) run once per seed and the table
+shows the median of each metric with the range of the F-scores; the others run once.
 """
 
 from __future__ import annotations
@@ -51,22 +51,16 @@ def run_hilander(split, seed: int) -> tuple[dict, str, float]:
 
 
 def run_baseline(name: str, split, seed: int) -> tuple[dict, str, float]:
-    method = BASELINES[name](seed=seed) if name == "kmeans" else BASELINES[name]()
+    method = BASELINES[name](seed=seed) if name in SEEDED else BASELINES[name]()
     started = time.perf_counter()
     parameter = method.tune(split.train_features, split.train_labels)
     n_classes = int(np.unique(split.test_labels).shape[0])
     predicted = method.run(split.test_features, parameter, n_classes)
     seconds = time.perf_counter() - started
-    if parameter is None:
-        setting = "true k given"
-    elif name == "hdbscan":
-        setting = f"tuned: min_cluster_size={parameter[0]}, min_samples={parameter[1]}"
-    else:
-        setting = f"tuned: threshold={parameter}"
-    return evaluate(split.test_labels, predicted), setting, seconds
+    return evaluate(split.test_labels, predicted), method.describe(parameter), seconds
 
 
-SEEDED = {"hilander", "kmeans"}
+SEEDED = {"hilander", "kmeans", "infomap"}
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -107,7 +101,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--methods", nargs="+", default=["hilander", *BASELINES], choices=["hilander", *BASELINES])
     parser.add_argument("--data-dir", default=None, help="Folder that contains the dataset folders.")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Seeds for hilander and k-means.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Seeds for hilander, k-means and Infomap.")
     parser.add_argument("--output", type=Path, default=None, help="Write the results as JSON here.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
