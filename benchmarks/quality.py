@@ -10,6 +10,11 @@ Usage (from the repository root)::
 
 Methods that depend on the seed (hilander, k-means, Infomap) run once per seed and the table
 shows the median of each metric with the range of the F-scores; the others run once.
+
+``--synthetic N`` adds a generated open-set split of N samples (see ``benchmarks.synthetic``), so
+the harness runs without the shared data. Without ``--datasets`` it runs that split alone.
+``--hilander-params`` passes HiLander constructor arguments as JSON, for example
+``'{"epochs": 2, "hidden": 32}'`` for a quick check. ``python -m benchmarks`` runs this module.
 """
 
 from __future__ import annotations
@@ -32,15 +37,16 @@ from hilander.datasets import DATASETS, load_open_set_split
 from hilander.metrics import evaluate
 
 from .baselines import BASELINES
+from .synthetic import make_open_set_split
 
 logger = logging.getLogger("benchmarks.quality")
 
 COLUMNS = ("pairwise_f", "bcubed_f", "nmi", "pairwise_precision", "pairwise_recall", "n_clusters")
 
 
-def run_hilander(split, seed: int) -> tuple[dict, str, float]:
+def run_hilander(split, seed: int, params: dict | None = None) -> tuple[dict, str, float]:
     started = time.perf_counter()
-    model = HiLander(random_state=seed).fit(split.train_features, split.train_labels)
+    model = HiLander(**(params or {}), random_state=seed).fit(split.train_features, split.train_labels)
     predicted = model.predict(split.test_features)
     seconds = time.perf_counter() - started
     setting = (
@@ -61,6 +67,7 @@ def run_baseline(name: str, split, seed: int) -> tuple[dict, str, float]:
 
 
 SEEDED = {"hilander", "kmeans", "infomap"}
+SYNTHETIC = "synthetic"
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -96,26 +103,77 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+def _hilander_params(text: str) -> dict:
+    """Parse --hilander-params: a JSON object of HiLander constructor arguments."""
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"invalid JSON ({error}): {text!r}") from None
+    if not isinstance(params, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"epochs\": 2}}', got {text!r}")
+    if "random_state" in params:
+        raise argparse.ArgumentTypeError("random_state is set from --seeds, so remove it from --hilander-params")
+    unknown = sorted(set(params) - set(HiLander().get_params()))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown HiLander parameters: {', '.join(unknown)}. Use the argument names of HiLander()")
+    return params
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--datasets", nargs="+", default=None, choices=[*DATASETS, SYNTHETIC],
+        help=f"Datasets to run (default: {' '.join(DATASETS)}, or only {SYNTHETIC} with --synthetic).",
+    )
     parser.add_argument("--methods", nargs="+", default=["hilander", *BASELINES], choices=["hilander", *BASELINES])
     parser.add_argument("--data-dir", default=None, help="Folder that contains the dataset folders.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Seeds for hilander, k-means and Infomap.")
     parser.add_argument("--output", type=Path, default=None, help="Write the results as JSON here.")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--synthetic", type=int, default=None, metavar="N",
+        help=f"Add the generated dataset '{SYNTHETIC}' with N samples (default 2000 when it is "
+        "named in --datasets). It is generated with seed 0 whatever --seeds is.",
+    )
+    parser.add_argument("--synthetic-classes", type=int, default=None, help="Classes of the generated dataset (default N / 50, at least 6).")
+    parser.add_argument("--synthetic-dim", type=int, default=64, help="Feature dimension of the generated dataset.")
+    parser.add_argument(
+        "--hilander-params", type=_hilander_params, default={}, metavar="JSON",
+        help='HiLander constructor arguments as a JSON object, e.g. \'{"epochs": 2, "hidden": 32}\'.',
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Run the benchmark with command-line arguments ``argv`` (default: ``sys.argv[1:]``)."""
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.datasets is None:
+        args.datasets = [SYNTHETIC] if args.synthetic is not None else list(DATASETS)
+    elif args.synthetic is not None and SYNTHETIC not in args.datasets:
+        args.datasets.append(SYNTHETIC)
+    synthetic_split = None
+    if SYNTHETIC in args.datasets:
+        try:
+            synthetic_split = make_open_set_split(
+                args.synthetic or 2000, args.synthetic_classes, dim=args.synthetic_dim
+            )
+        except ValueError as error:
+            parser.error(f"invalid synthetic dataset: {error}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     rows = []
     for dataset in args.datasets:
-        split = load_open_set_split(dataset, args.data_dir)
+        split = synthetic_split if dataset == SYNTHETIC else load_open_set_split(dataset, args.data_dir)
+        dataset = split.name
         for method in args.methods:
             name = "hilander" if method == "hilander" else BASELINES[method].name
             runs = []
             for seed in args.seeds if method in SEEDED else args.seeds[:1]:
                 logger.info("%s: running %s, seed %d", dataset, method, seed)
-                run = run_hilander if method == "hilander" else lambda split, seed: run_baseline(method, split, seed)
-                metrics, setting, seconds = run(split, seed)
+                if method == "hilander":
+                    metrics, setting, seconds = run_hilander(split, seed, args.hilander_params)
+                else:
+                    metrics, setting, seconds = run_baseline(method, split, seed)
                 runs.append({"seed": seed, "setting": setting, "metrics": metrics, "seconds": seconds})
                 logger.info("%s %s seed %d: %s", dataset, name, seed, {c: metrics[c] for c in COLUMNS})
             settings = list(dict.fromkeys(run["setting"] for run in runs))
@@ -135,6 +193,7 @@ def main() -> None:
             "date": date.today().isoformat(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
             "versions": {"hilander": __version__, "torch": torch.__version__, "numpy": np.__version__},
+            "hilander_params": args.hilander_params,
             "rows": rows,
         }
         with atomic_path(args.output) as temporary:

@@ -1,0 +1,84 @@
+"""Smoke test of the benchmark harness on a small generated dataset, as CI runs it."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import quality
+
+TINY_HILANDER = '{"epochs": 2, "hidden": 32, "eval_every": 1, "batch_size": 256, "tau_grid": [0.3, 0.5, 0.7]}'
+METRICS = ("pairwise_f", "bcubed_f", "nmi", "pairwise_precision", "pairwise_recall", "bcubed_precision", "bcubed_recall")
+
+
+def test_harness_synthetic_two_methods(tmp_path, capsys):
+    output = tmp_path / "quality.json"
+    quality.main([
+        "--synthetic", "400", "--synthetic-classes", "16",
+        "--methods", "hilander", "agglomerative",
+        "--hilander-params", TINY_HILANDER,
+        "--output", str(output),
+    ])
+    report = json.loads(output.read_text())
+    rows = report["rows"]
+    assert [row["method"] for row in rows] == ["hilander", "agglomerative (average, cosine, threshold)"]
+    assert report["hilander_params"]["epochs"] == 2
+    for row in rows:
+        assert row["dataset"] == "synthetic-400"
+        assert len(row["runs"]) == 1
+        for key in METRICS:
+            value = row["metrics"][key]
+            assert 0.0 <= value <= 1.0, (row["method"], key, value)
+        assert row["metrics"]["n_classes"] >= 2
+        assert row["metrics"]["n_clusters"] >= 1
+        assert not math.isnan(row["seconds"])
+
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0].startswith("| dataset | method | setting |")
+    assert table[1] == "|" + "---|" * 11
+    assert len(table) == 2 + len(rows)
+    assert table[2].startswith("| synthetic-400 | hilander | k=")
+
+
+def test_harness_seeds_give_runs(tmp_path, capsys):
+    output = tmp_path / "quality.json"
+    quality.main(["--synthetic", "300", "--methods", "kmeans", "dbscan", "--seeds", "0", "1", "--output", str(output)])
+    rows = json.loads(output.read_text())["rows"]
+    # k-means runs once per seed, and DBSCAN, which has no seed, runs once.
+    assert [len(row["runs"]) for row in rows] == [2, 1]
+    assert rows[1]["setting"].startswith("tuned: eps=")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "invalid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"epochz": 2}', "unknown HiLander parameters: epochz"),
+        ('{"random_state": 3}', "random_state is set from --seeds"),
+    ],
+)
+def test_harness_rejects_bad_hilander_params(text, message, capsys):
+    with pytest.raises(SystemExit):
+        quality.main(["--synthetic", "300", "--hilander-params", text])
+    assert message in capsys.readouterr().err
+
+
+def test_harness_rejects_tiny_synthetic(capsys):
+    with pytest.raises(SystemExit):
+        quality.main(["--synthetic", "20"])
+    assert "invalid synthetic dataset" in capsys.readouterr().err
+
+
+def test_python_m_benchmarks_help():
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--help"], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m benchmarks")
+    for option in ("--synthetic", "--hilander-params", "--methods", "--datasets", "--seeds", "--output"):
+        assert option in result.stdout
