@@ -33,10 +33,10 @@ import torch
 
 from hilander import HiLander, __version__
 from hilander._files import atomic_path
-from hilander.datasets import DATASETS, load_open_set_split
+from hilander.datasets import DATASETS, OpenSetSplit, load_open_set_split
 from hilander.metrics import evaluate
 
-from .baselines import BASELINES
+from .baselines import BASELINES, noise_to_singletons
 from .synthetic import make_open_set_split
 
 logger = logging.getLogger("benchmarks.quality")
@@ -68,6 +68,40 @@ def run_baseline(name: str, split, seed: int) -> tuple[dict, str, float]:
 
 SEEDED = {"hilander", "kmeans", "infomap"}
 SYNTHETIC = "synthetic"
+# Variants of the shared datasets: out-of-scope queries added to the test set as noise, and
+# meta-training on one dataset while clustering the test classes of another.
+WITH_NOISE = "clinc150+oos"
+CROSS = "clinc150-to-banking77"
+VARIANTS = (WITH_NOISE, CROSS)
+
+
+def load_benchmark_split(name: str, data_dir=None) -> OpenSetSplit:
+    """Load a shared dataset or one of :data:`VARIANTS` as an open-set split.
+
+    In ``clinc150+oos`` each out-of-scope query is its own true class, because it belongs to no
+    intent, so a method scores best by leaving it alone. ``clinc150-to-banking77`` meta-trains on
+    the CLINC150 meta-train intents and clusters the Banking77 test intents.
+    """
+    if name == WITH_NOISE:
+        split = load_open_set_split("clinc150", data_dir, include_out_of_scope=True)
+        return OpenSetSplit(
+            name=WITH_NOISE,
+            train_features=split.train_features,
+            train_labels=split.train_labels,
+            test_features=split.test_features,
+            test_labels=noise_to_singletons(split.test_labels),
+        )
+    if name == CROSS:
+        source = load_open_set_split("clinc150", data_dir)
+        target = load_open_set_split("banking77", data_dir)
+        return OpenSetSplit(
+            name=CROSS,
+            train_features=source.train_features,
+            train_labels=source.train_labels,
+            test_features=target.test_features,
+            test_labels=target.test_labels,
+        )
+    return load_open_set_split(name, data_dir)
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -122,7 +156,7 @@ def _hilander_params(text: str) -> dict:
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--datasets", nargs="+", default=None, choices=[*DATASETS, SYNTHETIC],
+        "--datasets", nargs="+", default=None, choices=[*DATASETS, *VARIANTS, SYNTHETIC],
         help=f"Datasets to run (default: {' '.join(DATASETS)}, or only {SYNTHETIC} with --synthetic).",
     )
     parser.add_argument("--methods", nargs="+", default=["hilander", *BASELINES], choices=["hilander", *BASELINES])
@@ -163,7 +197,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
 
     rows = []
     for dataset in args.datasets:
-        split = synthetic_split if dataset == SYNTHETIC else load_open_set_split(dataset, args.data_dir)
+        split = synthetic_split if dataset == SYNTHETIC else load_benchmark_split(dataset, args.data_dir)
         dataset = split.name
         for method in args.methods:
             name = "hilander" if method == "hilander" else BASELINES[method].name

@@ -82,3 +82,23 @@ def test_python_m_benchmarks_help():
     assert result.stdout.startswith("usage: python -m benchmarks")
     for option in ("--synthetic", "--hilander-params", "--methods", "--datasets", "--seeds", "--output"):
         assert option in result.stdout
+
+
+def test_noise_variant_makes_each_out_of_scope_query_a_class(clinc_root):
+    plain = quality.load_benchmark_split("clinc150", clinc_root)
+    noisy = quality.load_benchmark_split(quality.WITH_NOISE, clinc_root)
+    assert noisy.train_features.shape == plain.train_features.shape
+    added = noisy.test_labels.shape[0] - plain.test_labels.shape[0]
+    assert added == 1200
+    assert noisy.test_labels.min() >= 0
+    # 50 intents plus one singleton class per out-of-scope query.
+    assert len(set(noisy.test_labels.tolist())) == 50 + added
+
+
+def test_cross_variant_trains_on_clinc_and_tests_on_banking(clinc_root):
+    cross = quality.load_benchmark_split(quality.CROSS, clinc_root)
+    clinc = quality.load_benchmark_split("clinc150", clinc_root)
+    banking = quality.load_benchmark_split("banking77", clinc_root)
+    assert cross.train_features.shape == clinc.train_features.shape
+    assert cross.test_features.shape == banking.test_features.shape
+    assert len(set(cross.test_labels.tolist())) == 26
