@@ -180,6 +180,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=None, help="Folder that contains the dataset folders.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Seeds for hilander, k-means and Infomap.")
     parser.add_argument("--output", type=Path, default=None, help="Write the results as JSON here.")
+    parser.add_argument("--verbose", action="store_true", help="Also log hilander's training progress (each epoch).")
     parser.add_argument(
         "--synthetic", type=int, default=None, metavar="N",
         help=f"Add the generated dataset '{SYNTHETIC}' with N samples (default 2000 when it is "
@@ -211,6 +212,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         except ValueError as error:
             parser.error(f"invalid synthetic dataset: {error}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not args.verbose:
+        # Per-epoch training logs would bury the table; the per-run results stay at INFO.
+        logging.getLogger("hilander").setLevel(logging.WARNING)
 
     rows = []
     for dataset in args.datasets:

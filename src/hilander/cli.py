@@ -146,15 +146,15 @@ def _progress_display():
             if stage not in tasks:
                 for other in tasks.values():
                     task = progress.tasks[other]
-                    progress.update(other, completed=task.total if task.total else task.completed)
+                    progress.update(other, total=task.total or 1, completed=task.total or 1)
                 tasks[stage] = progress.add_task(stage, total=total)
             progress.update(tasks[stage], completed=completed, total=total)
 
         yield update
         for task_id in tasks.values():
             task = progress.tasks[task_id]
-            if task.total:
-                progress.update(task_id, completed=task.total)
+            # A stage of unknown length is finished too once the work returns.
+            progress.update(task_id, total=task.total or 1, completed=task.total or 1)
 
 
 def _read_inputs(
