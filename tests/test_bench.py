@@ -84,7 +84,7 @@ def test_python_m_benchmarks_help():
         assert option in result.stdout
 
 
-def test_noise_variant_makes_each_out_of_scope_query_a_class(clinc_root):
+def test_noise_variant_singleton_classes(clinc_root):
     plain = quality.load_benchmark_split("clinc150", clinc_root)
     noisy = quality.load_benchmark_split(quality.WITH_NOISE, clinc_root)
     assert noisy.train_features.shape == plain.train_features.shape
@@ -95,7 +95,7 @@ def test_noise_variant_makes_each_out_of_scope_query_a_class(clinc_root):
     assert len(set(noisy.test_labels.tolist())) == 50 + added
 
 
-def test_cross_variant_trains_on_clinc_and_tests_on_banking(clinc_root):
+def test_cross_variant_split(clinc_root):
     cross = quality.load_benchmark_split(quality.CROSS, clinc_root)
     clinc = quality.load_benchmark_split("clinc150", clinc_root)
     banking = quality.load_benchmark_split("banking77", clinc_root)

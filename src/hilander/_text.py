@@ -75,7 +75,7 @@ def parse_label_lines(path: Path, text: str) -> np.ndarray:
             continue
         if first_blank is not None:
             raise ValueError(
-                f"{path}, line {first_blank} is empty but labels follow it; a label file holds one "
+                f"{path}, line {first_blank} is empty but labels follow it. A label file contains one "
                 "integer per line for every sample, so fill in or delete that line"
             )
         value = _parse_integer(stripped)
