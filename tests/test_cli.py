@@ -362,3 +362,64 @@ def test_demo_refuses_existing_model_before_work(tmp_path):
     assert result.exit_code == 2
     assert "already exists; pass --overwrite" in result.output
     assert (tmp_path / "model.safetensors").read_text() == "keep"
+
+
+def test_cluster_dry_run_prints_estimate_and_writes_nothing(trained, tmp_path):
+    output = tmp_path / "pred.txt"
+    result = runner.invoke(
+        app,
+        ["cluster", str(trained / "model.safetensors"), str(trained / "test.npy"), "-o", str(output), "--dry-run"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "clustering 120 x 16" in result.output and "GiB at peak" in result.output
+    assert not output.exists() and not (tmp_path / "pred.txt.json").exists()
+
+
+def test_cluster_dry_run_rejects_what_cannot_fit(trained, tmp_path, monkeypatch):
+    # A header-only .npy of 200 million rows: the dry run reads its shape, not its data.
+    huge = tmp_path / "huge.npy"
+    array = np.lib.format.open_memmap(huge, mode="w+", dtype=np.float32, shape=(200_000_000, 16))
+    del array
+    result = runner.invoke(
+        app, ["cluster", str(trained / "model.safetensors"), str(huge), "-o", str(tmp_path / "p.txt"), "--dry-run"]
+    )
+    assert result.exit_code == 2
+    assert "clustering 200000000 x 16" in result.output and "is available" in result.output
+    assert "--chunk-size" in result.output
+
+
+def test_cluster_with_approximate_knn_records_levels(trained, tmp_path):
+    output = tmp_path / "pred.npy"
+    result = runner.invoke(
+        app,
+        ["cluster", str(trained / "model.safetensors"), str(trained / "test.npy"), "-o", str(output),
+         "--knn-method", "hnsw", "--knn-param", "ef_search=64", "--chunk-size", "10"],
+    )
+    assert result.exit_code == 0, result.output
+    metadata = json.loads((tmp_path / "pred.npy.json").read_text())
+    assert metadata["knn_method"] == "hnsw" and metadata["knn_params"] == {"ef_search": 64}
+    assert metadata["chunk_size"] == 10
+    first = metadata["level_stats"][0]
+    assert first["nodes"] == 120 and first["knn"]["method"] == "hnsw" and 0.0 <= first["knn"]["recall"] <= 1.0
+    assert first["peak_memory"] > 0
+    # The same ids as the exact default: 120 rows are far too few for HNSW to miss neighbours.
+    exact = tmp_path / "exact.npy"
+    runner.invoke(app, ["cluster", str(trained / "model.safetensors"), str(trained / "test.npy"), "-o", str(exact)])
+    assert np.array_equal(np.load(output), np.load(exact))
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--knn-param", "nprobe"], "--knn-param 'nprobe' is invalid; use KEY=INTEGER"),
+        (["--knn-param", "n_probe=4"], "unknown knn option(s) ['n_probe']"),
+        (["--chunk-size", "0"], "chunk_size=0 is invalid"),
+    ],
+)
+def test_cluster_bad_scale_options(trained, tmp_path, option, message):
+    result = runner.invoke(
+        app, ["cluster", str(trained / "model.safetensors"), str(trained / "test.npy"), "-o", str(tmp_path / "p.txt"), *option]
+    )
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "p.txt").exists()

@@ -27,6 +27,8 @@ from .checkpoint import checkpoint_epoch
 from .data import load_features, load_labels, metadata_path, save_labels
 from .datasets import DATASETS, load_open_set_split
 from .estimator import HiLander
+from .graph import KNN_METHODS
+from .resources import check_memory
 from .metrics import evaluate as evaluate_metrics
 
 app = typer.Typer(
@@ -41,6 +43,9 @@ console = Console(stderr=True)
 class Conv(str, Enum):
     graphconv = "graphconv"
     gat = "gat"
+
+
+KnnMethod = Enum("KnnMethod", {name: name for name in KNN_METHODS}, type=str)
 
 
 # Derived from DATASETS so that a dataset added to the loader appears in --dataset too.
@@ -203,7 +208,41 @@ def _parse_train_knn(text: str) -> tuple[tuple[int, int], ...]:
     return pairs
 
 
+def _parse_knn_params(items: list[str]) -> dict | None:
+    """Turn repeated KEY=VALUE options into a dict of integers."""
+    if not items:
+        return None
+    params = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not key or not value.strip().isdigit():
+            _fail(f"--knn-param {item!r} is invalid; use KEY=INTEGER such as nprobe=64 or ef_search=256")
+        params[key.strip()] = int(value)
+    return params
+
+
+def _peek_shape(features: Path, dim: Optional[int], allow_pickle: bool) -> tuple[int, int]:
+    """Return (rows, dimension) of a feature file, reading only its header where the format allows."""
+    suffix = features.suffix.lower()
+    try:
+        if suffix == ".npy":
+            array = np.load(features, mmap_mode="r", allow_pickle=False)
+            if array.ndim == 2:
+                return int(array.shape[0]), int(array.shape[1])
+        if suffix == ".bin" and dim:
+            return features.stat().st_size // (4 * dim), int(dim)
+    except (OSError, ValueError) as error:
+        _fail(f"could not read {features} ({error})")
+    X, _ = _read_inputs(features, None, dim, allow_pickle, True)
+    return int(X.shape[0]), int(X.shape[1])
+
+
 FEATURES_HELP = "Feature file: .npy, .npz, .csv, .tsv, .bin (needs --dim) or .pkl (needs --allow-pickle)."
+KNN_METHOD_HELP = (
+    "kNN search: exact, ivf (faiss inverted file), ivfpq (IVF with compressed codes, re-scored "
+    "exactly), hnsw, or auto (exact up to about 100,000 rows at 256-d, then ivf)."
+)
+KNN_PARAM_HELP = "kNN search setting as KEY=INTEGER, repeatable: nlist, nprobe, hnsw_m, ef_construction, ef_search, refine_factor, train_size, recall_sample."
 DIM_HELP = "Feature dimension of a raw float32 .bin file."
 PICKLE_HELP = "Allow reading a .pkl feature file. Unpickling can run code: use only for files you trust."
 DROP_HELP = "Leave out rows with NaN or infinite values instead of stopping with an error."
@@ -228,6 +267,8 @@ def train(
     conv: Conv = typer.Option(Conv.graphconv, help="Graph layer: similarity-weighted mean or attention."),
     validation_fraction: float = typer.Option(0.2, help="Share of classes held out to choose the model, k and tau."),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="After the choice on held-out classes, train again on all classes (adds up to the time of the first training)."),
+    knn_method: KnnMethod = typer.Option(KnnMethod.auto, help=KNN_METHOD_HELP),
+    knn_param: list[str] = typer.Option([], help=KNN_PARAM_HELP),
     device: str = typer.Option("cpu", help="Torch device, such as cpu or cuda."),
     seed: int = typer.Option(0, help="Random seed for the class split, sampling and initialisation."),
     checkpoint_dir: Optional[Path] = typer.Option(None, help="Folder for a training checkpoint, written after every epoch, so that --resume can continue an interrupted run."),
@@ -258,7 +299,8 @@ def train(
         estimator = HiLander(
             k=k, tau=tau, max_levels=max_levels, min_cluster_size=min_cluster_size,
             train_knn=_parse_train_knn(train_knn), epochs=epochs, lr=lr, hidden=hidden, conv=conv.value,
-            validation_fraction=validation_fraction, refit=refit, device=device, random_state=seed,
+            validation_fraction=validation_fraction, refit=refit, knn_method=knn_method.value,
+            knn_params=_parse_knn_params(knn_param), device=device, random_state=seed,
         )
         started = time.perf_counter()
         try:
@@ -314,19 +356,42 @@ def cluster(
     dim: Optional[int] = typer.Option(None, help="Feature dimension of a raw float32 .bin file. Default: the model's."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help=DROP_HELP + " Their cluster id is -1."),
+    knn_method: Optional[KnnMethod] = typer.Option(None, help=KNN_METHOD_HELP + " Default: the model's setting (auto unless set in training)."),
+    knn_param: list[str] = typer.Option([], help=KNN_PARAM_HELP),
+    chunk_size: Optional[int] = typer.Option(None, help="Nodes the GNN scores per block; peak memory grows with it, not with the number of rows. Default: the model's (16384)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the memory estimate for this input and exit without clustering; exit 2 if it will not fit."),
     device: str = typer.Option("cpu", help="Torch device, such as cpu or cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file and its .json metadata."),
 ) -> None:
     """Cluster embeddings with a trained model and write one cluster id per row."""
     existed = output.exists()
-    _check_output(output, overwrite, companions=(metadata_path(output),))
+    if not dry_run:
+        _check_output(output, overwrite, companions=(metadata_path(output),))
     with _stop_on_interrupt(lambda: _unwritten(output, existed)):
         try:
             estimator = HiLander.load(model, device=device)
+            settings = {}
+            if knn_method is not None:
+                settings["knn_method"] = knn_method.value
+            if knn_param:
+                settings["knn_params"] = _parse_knn_params(knn_param)
+            if chunk_size is not None:
+                settings["chunk_size"] = chunk_size
+            estimator.set_params(**settings)
         except (OSError, ValueError) as error:
             _fail(str(error))
         if dim is None and features.suffix.lower() == ".bin":
             dim = estimator.n_features_in_
+        if dry_run:
+            rows, columns = _peek_shape(features, dim, allow_pickle)
+            estimate = estimator.estimate_memory(rows, columns)
+            console.print(f"clustering {rows} x {columns} with k={estimator.k_} needs about {estimate.describe()}")
+            try:
+                check_memory(estimate, f"clustering {rows} x {columns} with k={estimator.k_}")
+            except MemoryError as error:
+                _fail(str(error))
+            console.print("it fits in the memory available now; nothing was clustered (--dry-run)")
+            return
         X, _ = _read_inputs(features, None, dim, allow_pickle, drop_nonfinite)
         started = time.perf_counter()
         with _progress_display() as progress:
@@ -336,7 +401,7 @@ def cluster(
 
             try:
                 result = estimator.predict_hierarchy(X, on_level, drop_nonfinite=drop_nonfinite)
-            except ValueError as error:
+            except (ValueError, MemoryError) as error:
                 _fail(str(error))
         clustered = result.labels[result.labels >= 0]
         num_clusters = int(np.unique(clustered).shape[0])
@@ -370,7 +435,24 @@ def _cluster_metadata(estimator: HiLander, model: Path, features: Path, result, 
         "n_clusters": num_clusters,
         "n_dropped_rows": num_dropped,
         "levels_decoded": len(result.level_labels),
+        "knn_method": estimator.knn_method,
+        "knn_params": estimator.knn_params,
+        "chunk_size": estimator.chunk_size,
+        # Time (seconds) and peak memory (bytes) of each level, with the kNN search's recall
+        # where an approximate index measured it.
+        "level_stats": _jsonable(result.level_stats),
     }
+
+
+def _jsonable(value):
+    """Convert numpy scalars inside nested dicts and lists to Python numbers for json."""
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 @app.command()

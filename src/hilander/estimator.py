@@ -22,9 +22,11 @@ from ._files import atomic_path
 from ._runtime import runtime_versions
 from .checkpoint import TrainingCheckpoint, training_fingerprint
 from .data import check_features, check_labels, l2_normalize, screen_rows
-from .inference import HierarchyResult, absorb_small_clusters, cluster_hierarchy
+from .graph import KNN_METHODS, KnnConfig, choose_knn_method
+from .inference import DEFAULT_CHUNK_SIZE, HierarchyResult, absorb_small_clusters, cluster_hierarchy
 from .metrics import bcubed, evaluate, pairwise
 from .model import CONV_TYPES, LINK_HEADS, Lander
+from .resources import MemoryEstimate, check_memory, estimate_memory
 from .training import NeighborhoodSampler, build_training_levels, epoch_steps, train_epoch
 
 __all__ = ["HiLander", "FORMAT_VERSION"]
@@ -94,6 +96,7 @@ def _restore_rows(result: HierarchyResult, usable: np.ndarray, zero: np.ndarray)
         labels=expand(result.labels),
         level_labels=[expand(level) for level in result.level_labels],
         edges_added=list(result.edges_added),
+        level_stats=list(result.level_stats),
     )
 
 
@@ -154,6 +157,13 @@ class HiLander:
             model on all training classes for the chosen number of epochs, which adds that many
             epochs of training time. Without held-out classes there is nothing to refit.
         tau_grid: candidate thresholds for the final choice of tau.
+        knn_method: how kNN graphs are searched, in training and in ``predict``: ``"auto"``
+            (exact up to about 100,000 rows at 256-d, then approximate), ``"exact"``,
+            ``"ivf"``, ``"ivfpq"`` or ``"hnsw"``; see :class:`hilander.graph.KnnConfig`.
+        knn_params: other :class:`~hilander.graph.KnnConfig` fields by name, such as
+            ``{"nprobe": 64}``; ``None`` keeps their defaults.
+        chunk_size: centres that ``predict`` scores per block; peak memory grows with it, not
+            with the number of samples. ``None`` scores each level in one block.
         device: torch device, such as ``"cpu"`` or ``"cuda"``.
         random_state: seed for the class split, sampling and weight initialisation.
 
@@ -193,6 +203,9 @@ class HiLander:
         eval_every: int = 5,
         refit: bool = True,
         tau_grid: tuple[float, ...] = _DEFAULT_TAU_GRID,
+        knn_method: str = "auto",
+        knn_params: dict | None = None,
+        chunk_size: int | None = DEFAULT_CHUNK_SIZE,
         device: str = "cpu",
         random_state: int = 0,
     ) -> None:
@@ -219,6 +232,9 @@ class HiLander:
         self.eval_every = eval_every
         self.refit = refit
         self.tau_grid = tau_grid
+        self.knn_method = knn_method
+        self.knn_params = knn_params
+        self.chunk_size = chunk_size
         self.device = device
         self.random_state = random_state
 
@@ -250,9 +266,44 @@ class HiLander:
             "eval_every": self.eval_every,
             "refit": self.refit,
             "tau_grid": list(self.tau_grid),
+            "knn_method": self.knn_method,
+            "knn_params": None if self.knn_params is None else dict(self.knn_params),
+            "chunk_size": self.chunk_size,
             "device": self.device,
             "random_state": self.random_state,
         }
+
+    def set_params(self, **params) -> "HiLander":
+        """Set constructor parameters by name and return self, as scikit-learn estimators do.
+
+        On a fitted model, the inference settings (``knn_method``, ``knn_params``,
+        ``chunk_size``, ``device``) take effect at the next ``predict``; the others take
+        effect at the next ``fit``.
+
+        Raises:
+            ValueError: for an unknown name or an invalid value; nothing is changed then.
+        """
+        known = set(self.get_params())
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; HiLander takes {sorted(known)}")
+        previous = {name: getattr(self, name) for name in params}
+        for name, value in params.items():
+            setattr(self, name, value)
+        try:
+            self._validate_params()
+        except ValueError:
+            for name, value in previous.items():
+                setattr(self, name, value)
+            raise
+        if "device" in params and hasattr(self, "model_"):
+            self.model_ = self.model_.to(torch.device(self.device))
+        return self
+
+    def _knn_config(self) -> KnnConfig:
+        options = dict(self.knn_params or {})
+        options.setdefault("seed", self.random_state)
+        return KnnConfig.from_options(self.knn_method, options)
 
     def _validate_params(self) -> None:
         def require(condition: bool, message: str) -> None:
@@ -266,6 +317,16 @@ class HiLander:
         )
         require(0.0 <= self.min_merge_fraction < 1.0, f"min_merge_fraction={self.min_merge_fraction!r} is invalid; use a value in [0, 1)")
         check_device(self.device)
+        require(self.knn_method in KNN_METHODS, f"knn_method={self.knn_method!r} is invalid; use one of {KNN_METHODS}")
+        require(
+            self.knn_params is None or isinstance(self.knn_params, dict),
+            f"knn_params={self.knn_params!r} is invalid; use a dict such as {{'nprobe': 64}} or None",
+        )
+        self._knn_config()  # raises ValueError naming a bad knn_params entry
+        require(
+            self.chunk_size is None or (isinstance(self.chunk_size, int) and self.chunk_size >= 1),
+            f"chunk_size={self.chunk_size!r} is invalid; use a positive integer or None",
+        )
         require(self.tau is None or 0.0 <= self.tau < 1.0, f"tau={self.tau!r} is invalid; use a value in [0, 1) or None")
         require(isinstance(self.max_levels, int) and self.max_levels >= 1, f"max_levels={self.max_levels!r} is invalid; use an integer >= 1")
         require(
@@ -360,7 +421,9 @@ class HiLander:
             )
         checkpoint = None
         if checkpoint_dir is not None:
-            fingerprint = training_fingerprint(features, labels, self.get_params())
+            # chunk_size only changes how predict splits its work, so a resume may change it.
+            params = {name: value for name, value in self.get_params().items() if name != "chunk_size"}
+            fingerprint = training_fingerprint(features, labels, params)
             checkpoint = TrainingCheckpoint(checkpoint_dir, fingerprint, resume)
 
         started = time.perf_counter()
@@ -431,7 +494,7 @@ class HiLander:
             hierarchy = build_training_levels(
                 features, labels, k, levels,
                 use_cluster_features=self.use_cluster_features, knn_on_means=self.knn_on_means,
-                link_drop=drop, rng=rng,
+                link_drop=drop, rng=rng, knn=self._knn_config(),
             )
             graphs += hierarchy[1:] if k in level0_ks else hierarchy
             level0_ks.add(k)
@@ -538,7 +601,39 @@ class HiLander:
             self.model_, features, k, tau, max_levels=levels,
             use_cluster_features=self.use_cluster_features, knn_on_means=self.knn_on_means,
             min_merge_fraction=self.min_merge_fraction, device=self.device, on_level=on_level,
+            knn=self._knn_config(), chunk_size=self.chunk_size,
         )
+
+    def estimate_memory(self, n_samples: int, n_features: int | None = None) -> MemoryEstimate:
+        """Estimate the peak memory of ``predict`` on n_samples rows, without allocating it.
+
+        Args:
+            n_samples: rows to cluster.
+            n_features: their dimension; defaults to the fitted one.
+
+        Returns:
+            :class:`hilander.resources.MemoryEstimate`, in bytes; ``describe()`` gives GiB.
+        """
+        self._check_fitted()
+        dim = int(n_features or self.n_features_in_)
+        config = self._knn_config()
+        method = choose_knn_method(n_samples, dim) if config.method == "auto" else config.method
+        return estimate_memory(
+            n_samples, dim, min(self.k_, max(n_samples, 2)), self.hidden, self.num_layers,
+            self.use_cluster_features, self.chunk_size, method, config.hnsw_m,
+        )
+
+    def _log_levels(self, result: HierarchyResult) -> None:
+        for stats in result.level_stats:
+            knn = stats["knn"]
+            recall = f", recall {knn['recall']:.3f}" if "recall" in knn else ""
+            logger.info(
+                "level %d: %d nodes, %d edges added; kNN (%s, k=%d) %.1f s%s, GNN %.1f s, decoding %.1f s, "
+                "peak memory %.2f GiB",
+                stats["level"], stats["nodes"], stats["edges_added"], knn.get("method"), stats["k"],
+                knn.get("seconds", 0.0), recall, stats["gnn_seconds"], stats["decode_seconds"],
+                stats["peak_memory"] / 1024**3,
+            )
 
     # ------------------------------------------------------------------ predict
 
@@ -558,6 +653,8 @@ class HiLander:
         Raises:
             ValueError: for NaN features (unless ``drop_nonfinite``) or a feature dimension
                 other than the fitted one.
+            MemoryError: before any work, when :meth:`estimate_memory` exceeds the memory
+                available.
         """
         self._check_fitted()
         features = check_features(X, allow_nonfinite=drop_nonfinite)
@@ -574,11 +671,16 @@ class HiLander:
                 "X has %d samples to cluster, fewer than the model's k=%d neighbours; clustering "
                 "with k=%d instead", num_usable, self.k_, num_usable,
             )
+        check_memory(
+            self.estimate_memory(num_usable, features.shape[1]),
+            f"clustering {num_usable} x {features.shape[1]} embeddings with k={self.k_}",
+        )
         if usable.all():
             features = l2_normalize(features)
             with _deterministic_torch():
                 result = self._hierarchy(features, self.k_, self.tau_, self.n_levels_, on_level)
             result.labels = absorb_small_clusters(features, result.labels, self.min_cluster_size_)
+            self._log_levels(result)
             return result
         result = HierarchyResult(labels=np.zeros(0, dtype=np.int64))
         if num_usable > 0:
@@ -586,6 +688,7 @@ class HiLander:
             with _deterministic_torch():
                 result = self._hierarchy(kept, self.k_, self.tau_, self.n_levels_, on_level)
             result.labels = absorb_small_clusters(kept, result.labels, self.min_cluster_size_)
+            self._log_levels(result)
         return _restore_rows(result, usable, zero)
 
     def predict(self, X, drop_nonfinite: bool = False) -> np.ndarray:
@@ -683,6 +786,9 @@ class HiLander:
         params["tau_grid"] = tuple(params["tau_grid"])
         params["train_link_drop"] = tuple(params["train_link_drop"])
         params["device"] = device
+        # Files written before these settings existed load with today's defaults.
+        params.setdefault("knn_method", "auto")
+        params.setdefault("chunk_size", DEFAULT_CHUNK_SIZE)
         estimator = cls(**params)
         estimator._validate_params()
         for name, tensor in tensors.items():

@@ -6,6 +6,7 @@ Every function here takes and returns arrays, so each level can run on one shard
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,8 +15,9 @@ import torch
 from scipy.sparse.csgraph import connected_components
 
 from .data import l2_normalize
-from .graph import edge_arrays, knn_graph, nearest_rows
+from .graph import KnnConfig, knn_graph, nearest_rows
 from .model import Lander, normalized_edge_weights, predicted_density
+from .resources import peak_memory_bytes, reset_peak_memory
 
 __all__ = [
     "density_order",
@@ -148,31 +150,92 @@ def absorb_small_clusters(features: np.ndarray, assignment: np.ndarray, min_size
     return np.unique(assignment, return_inverse=True)[1].astype(np.int64)
 
 
+# Centres scored per block by default: with k = 10 and 512-wide inputs a block holds at most
+# about 0.7 GB of node inputs and embeddings, whatever the number of nodes.
+DEFAULT_CHUNK_SIZE = 16384
+
+
 @torch.no_grad()
 def score_level(
     model: Lander,
-    inputs: np.ndarray,
+    inputs,
     neighbors: np.ndarray,
     similarities: np.ndarray,
     device: torch.device | str = "cpu",
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Run the model on a whole kNN graph.
+    """Run the model on a whole kNN graph, one block of centre nodes at a time.
+
+    Each conv layer is computed for a block of ``chunk_size`` centres from the inputs of those
+    centres and their neighbours only, so memory depends on the block size and not on n. The
+    output of every layer but the last is kept for all nodes (n x hidden floats); the last layer
+    is projected straight away, and the three (n, hidden / 2) projections are what the link
+    scores read. Blocks give the same cluster ids as one whole-graph pass; the probabilities can
+    differ in the last bits, since matrix products of other shapes may sum in another order.
+
+    Args:
+        model: trained LANDER model.
+        inputs: (n, in_dim) float32 node inputs, or a callable that returns the input rows of
+            an int64 array of node ids, so that a large input array need not exist at once.
+        neighbors: (n, k) int64 kNN lists, column 0 being the node itself.
+        similarities: (n, k) float32 cosine similarities.
+        device: torch device.
+        chunk_size: centres per block; ``None`` scores the whole graph in one block.
 
     Returns:
-        ``(prob_same, density)``: (n, k - 1) P(same class) of each edge and (n,) predicted density.
+        ``(prob_same, density)``: (n, k - 1) float32 P(same class) of each edge and (n,) float32
+        predicted density.
     """
     model.eval()
     n, k = neighbors.shape
-    source, target, similarity = edge_arrays(neighbors, similarities)
-    x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(device)
-    source_t = torch.from_numpy(source).to(device)
-    target_t = torch.from_numpy(target).to(device)
-    similarity_t = torch.from_numpy(np.ascontiguousarray(similarity)).to(device)
-    weight = normalized_edge_weights(similarity_t, target_t, n)
-    h = model.embed(x, source_t, target_t, weight)
-    prob = model.link_probabilities(h, source_t, target_t, similarity_t).reshape(n, k - 1)
-    density = predicted_density(prob, similarity_t.reshape(n, k - 1))
-    return prob.cpu().numpy(), density.cpu().numpy()
+    chunk = n if chunk_size is None else max(1, int(chunk_size))
+    blocks = [(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+    read_inputs = inputs if callable(inputs) else (lambda rows: inputs[rows])
+
+    def read_layer_input(layer: int, previous: torch.Tensor | None, rows: np.ndarray) -> torch.Tensor:
+        if layer == 0:
+            block = np.ascontiguousarray(read_inputs(rows), dtype=np.float32)
+            return torch.from_numpy(block).to(device)
+        return previous[torch.from_numpy(rows).to(previous.device)].to(device)
+
+    previous, projected = None, None
+    for layer in range(len(model.convs)):
+        last = layer == len(model.convs) - 1
+        output = None
+        for start, stop in blocks:
+            centres = np.arange(start, stop, dtype=np.int64)
+            sources = neighbors[start:stop, 1:].reshape(-1)
+            nodes = np.unique(np.concatenate([centres, sources]))
+            h_nodes = read_layer_input(layer, previous, nodes)
+            source = torch.from_numpy(np.searchsorted(nodes, sources)).to(device)
+            target = torch.from_numpy(np.repeat(np.arange(stop - start, dtype=np.int64), k - 1)).to(device)
+            similarity = torch.from_numpy(np.ascontiguousarray(similarities[start:stop, 1:]).reshape(-1)).to(device)
+            weight = normalized_edge_weights(similarity, target, stop - start)
+            h_centres = h_nodes[torch.from_numpy(np.searchsorted(nodes, centres)).to(device)]
+            h = model.conv_layer(layer, h_nodes, h_centres, source, target, weight)
+            if last:
+                parts = model.project(h)
+                if projected is None:
+                    projected = tuple(torch.empty((n, part.shape[1]), dtype=part.dtype, device=device) for part in parts)
+                for store, part in zip(projected, parts):
+                    store[start:stop] = part
+            else:
+                if output is None:
+                    output = torch.empty((n, h.shape[1]), dtype=h.dtype, device=device)
+                output[start:stop] = h
+        previous = output
+
+    prob_same = np.empty((n, k - 1), dtype=np.float32)
+    density = np.empty(n, dtype=np.float32)
+    for start, stop in blocks:
+        source = torch.from_numpy(np.ascontiguousarray(neighbors[start:stop, 1:]).reshape(-1)).to(device)
+        target = torch.from_numpy(np.repeat(np.arange(start, stop, dtype=np.int64), k - 1)).to(device)
+        similarity = torch.from_numpy(np.ascontiguousarray(similarities[start:stop, 1:])).to(device)
+        logits = model.score(projected, source, target, similarity.reshape(-1))
+        prob = torch.softmax(logits, dim=1)[:, 1].reshape(stop - start, k - 1)
+        prob_same[start:stop] = prob.cpu().numpy()
+        density[start:stop] = predicted_density(prob, similarity).cpu().numpy()
+    return prob_same, density
 
 
 @dataclass
@@ -184,11 +247,16 @@ class HierarchyResult:
         level_labels: one (N,) array per decoded level that added at least one edge; entry l is the
             assignment after level l.
         edges_added: number of kept edges at each decoded level.
+        level_stats: one dict per level run (including a last level that added no edge) with
+            ``nodes``, ``k``, ``edges_added``, the kNN search's ``knn`` stats (method, seconds,
+            recall when measured), ``gnn_seconds``, ``decode_seconds`` and ``peak_memory``
+            (bytes; the level's own peak where the OS can reset the mark, else the process's).
     """
 
     labels: np.ndarray
     level_labels: list[np.ndarray] = field(default_factory=list)
     edges_added: list[int] = field(default_factory=list)
+    level_stats: list[dict] = field(default_factory=list)
 
 
 def cluster_hierarchy(
@@ -202,6 +270,8 @@ def cluster_hierarchy(
     min_merge_fraction: float = 0.0,
     device: torch.device | str = "cpu",
     on_level=None,
+    knn: KnnConfig | None = None,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
 ) -> HierarchyResult:
     """Cluster L2-normalised features level by level until merging stops.
 
@@ -223,9 +293,12 @@ def cluster_hierarchy(
         min_merge_fraction: stall threshold; 0 disables it.
         device: torch device for the model.
         on_level: optional callable ``(level, num_nodes, edges_added)`` run after each level.
+        knn: how each level's kNN graph is searched; ``None`` uses ``KnnConfig()``, which is
+            exact for small levels and approximate for large ones.
+        chunk_size: centres scored per block by the GNN (see :func:`score_level`).
 
     Returns:
-        :class:`HierarchyResult`.
+        :class:`HierarchyResult`, with time and memory of each level in ``level_stats``.
     """
     n_samples = features.shape[0]
     assignment = np.arange(n_samples, dtype=np.int64)
@@ -236,25 +309,48 @@ def cluster_hierarchy(
         num_nodes = node_features.shape[0]
         if num_nodes < 2:
             break
+        reset_peak_memory()
         level_k = min(k, num_nodes)
         knn_features = l2_normalize(means) if (knn_on_means and level > 0) else node_features
-        neighbors, similarities = knn_graph(knn_features, level_k)
-        inputs = node_inputs(node_features, means, use_cluster_features)
-        prob_same, density = score_level(model, inputs, neighbors, similarities, device)
+        knn_stats: dict = {}
+        neighbors, similarities = knn_graph(knn_features, level_k, knn, knn_stats)
+        del knn_features
+        started = time.perf_counter()
+        level_features, level_means = node_features, means
+
+        def inputs(rows: np.ndarray) -> np.ndarray:
+            return node_inputs(level_features[rows], level_means[rows], use_cluster_features)
+
+        prob_same, density = score_level(model, inputs, neighbors, similarities, device, chunk_size)
+        gnn_seconds = time.perf_counter() - started
+        started = time.perf_counter()
         parent, cluster = decode_level(neighbors, prob_same, density, tau)
+        del prob_same, density, neighbors, similarities
         edges_added = int(np.count_nonzero(parent >= 0))
-        logger.debug("level %d: %d nodes, k=%d, %d edges added", level, num_nodes, level_k, edges_added)
+        decode_seconds = time.perf_counter() - started
+        stats = {
+            "level": level, "nodes": num_nodes, "k": level_k, "edges_added": edges_added, "knn": knn_stats,
+            "gnn_seconds": gnn_seconds, "decode_seconds": decode_seconds,
+        }
+        if edges_added > 0:
+            assignment = cluster[assignment]
+            result.level_labels.append(assignment.copy())
+            result.edges_added.append(edges_added)
+            peaks = super_nodes(parent, cluster)
+            node_features = node_features[peaks]
+            means = cluster_means(features, assignment, peaks.shape[0])
+            stats["decode_seconds"] = time.perf_counter() - started
+        stats["peak_memory"] = peak_memory_bytes()
+        result.level_stats.append(stats)
+        logger.debug(
+            "level %d: %d nodes, k=%d, %d edges added; kNN %.1f s (%s), GNN %.1f s, decoding %.1f s, "
+            "peak memory %.2f GiB",
+            level, num_nodes, level_k, edges_added, knn_stats.get("seconds", 0.0), knn_stats.get("method"),
+            gnn_seconds, stats["decode_seconds"], stats["peak_memory"] / 1024**3,
+        )
         if on_level is not None:
             on_level(level, num_nodes, edges_added)
-        if edges_added == 0:
-            break
-        assignment = cluster[assignment]
-        result.level_labels.append(assignment.copy())
-        result.edges_added.append(edges_added)
-        peaks = super_nodes(parent, cluster)
-        node_features = node_features[peaks]
-        means = cluster_means(features, assignment, peaks.shape[0])
-        if edges_added < min_merge_fraction * num_nodes:
+        if edges_added == 0 or edges_added < min_merge_fraction * num_nodes:
             break
     result.labels = assignment
     return result

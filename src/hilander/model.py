@@ -160,18 +160,41 @@ class Lander(nn.Module):
         """
         sizes = output_sizes if output_sizes is not None else [x.shape[0]] * len(self.convs)
         h = x
-        for conv, size in zip(self.convs, sizes):
+        for layer, size in enumerate(sizes):
             keep = target < size
-            layer_source, layer_target, layer_weight = source[keep], target[keep], weight[keep]
-            if self.conv_type == "graphconv":
-                # A CSR adjacency (row = target) keeps memory at O(E) instead of an (E, width) message tensor.
-                adjacency_t = _csr_adjacency(layer_source, layer_target, layer_weight, (size, h.shape[0]))
-                h = conv((h, h[:size]), adjacency_t)
-            else:
-                edge_index = torch.stack([layer_source, layer_target])
-                h = conv((h, h[:size]), edge_index, size=(h.shape[0], size))
-            h = self.dropout(torch.relu(h))
+            h = self.conv_layer(layer, h, h[:size], source[keep], target[keep], weight[keep])
         return h
+
+    def conv_layer(
+        self,
+        layer: int,
+        h_source: torch.Tensor,
+        h_target: torch.Tensor,
+        source: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor,
+    ) -> torch.Tensor:
+        """Apply conv layer ``layer`` (with ReLU and dropout) to a bipartite block of the graph.
+
+        Args:
+            h_source: (n_s, width_in) inputs of the nodes that send messages.
+            h_target: (n_t, width_in) inputs of the nodes that receive them.
+            source: (E,) int64 rows of ``h_source``; target: (E,) int64 rows of ``h_target``.
+            weight: (E,) row-normalised similarity of each edge.
+
+        Returns:
+            (n_t, width_out) embeddings of the target nodes. Exact when every edge into those
+            nodes is given, so a graph can be embedded one block of target rows at a time.
+        """
+        conv = self.convs[layer]
+        if self.conv_type == "graphconv":
+            # A CSR adjacency (row = target) keeps memory at O(E) instead of an (E, width) message tensor.
+            adjacency_t = _csr_adjacency(source, target, weight, (h_target.shape[0], h_source.shape[0]))
+            h = conv((h_source, h_target), adjacency_t)
+        else:
+            edge_index = torch.stack([source, target])
+            h = conv((h_source, h_target), edge_index, size=(h_source.shape[0], h_target.shape[0]))
+        return self.dropout(torch.relu(h))
 
     def link_logits(
         self, h: torch.Tensor, source: torch.Tensor, target: torch.Tensor, similarity: torch.Tensor
@@ -187,6 +210,18 @@ class Lander(nn.Module):
             (E, 2) logits; softmax index 1 is P(same class).
         """
         projected = self._project(h)
+        return self._score(projected, source, target, similarity)
+
+    def project(self, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Map (n, out_dim) embeddings to the per-node projections that :meth:`score` reads.
+
+        The projections of a node do not depend on the edge, so a large graph projects its
+        nodes once, one block of rows at a time, and scores its edges from the stored result.
+        """
+        return self._project(h)
+
+    def score(self, projected: tuple[torch.Tensor, ...], source, target, similarity) -> torch.Tensor:
+        """Return (E, 2) link logits of edges from the node projections of :meth:`project`."""
         return self._score(projected, source, target, similarity)
 
     def _project(self, h: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import l2_normalize
-from .graph import ground_truth_density, knn_graph, same_label_mask
+from .graph import KnnConfig, ground_truth_density, knn_graph, same_label_mask
 from .inference import cluster_means, decode_level, node_inputs, super_nodes
 from .model import Lander, normalized_edge_weights, predicted_density
 
@@ -63,6 +63,7 @@ def build_training_levels(
     knn_on_means: bool = False,
     link_drop: float = 0.0,
     rng: np.random.Generator | None = None,
+    knn: KnnConfig | None = None,
 ) -> list[LevelGraph]:
     """Build up to ``levels`` training graphs by clustering with the ground truth.
 
@@ -84,6 +85,7 @@ def build_training_levels(
         link_drop: probability of dropping each same-class link before decoding a level, which
             leaves more, smaller clusters for the next level.
         rng: random generator for ``link_drop``; seeded with 0 when omitted.
+        knn: how the kNN graphs are searched; ``None`` uses ``KnnConfig()`` (``"auto"``).
 
     Returns:
         List of :class:`LevelGraph`, level 0 first.
@@ -97,7 +99,7 @@ def build_training_levels(
         if num_nodes < 2:
             break
         knn_features = l2_normalize(means) if (knn_on_means and level > 0) else node_features
-        neighbors, similarities = knn_graph(knn_features, min(k, num_nodes))
+        neighbors, similarities = knn_graph(knn_features, min(k, num_nodes), knn)
         density = ground_truth_density(neighbors, similarities, node_labels)
         graphs.append(
             LevelGraph(
