@@ -102,3 +102,41 @@ def test_cross_variant_split(clinc_root):
     assert cross.train_features.shape == clinc.train_features.shape
     assert cross.test_features.shape == banking.test_features.shape
     assert len(set(cross.test_labels.tolist())) == 26
+
+
+def test_scaling_harness_small_sizes(tmp_path, capsys, monkeypatch):
+    from benchmarks import scaling
+
+    # The children are separate processes started from the repository root.
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    output, figure = tmp_path / "scaling.json", tmp_path / "scaling.png"
+    scaling.main([
+        "--sizes", "300", "600", "--methods", "hilander", "kmeans", "--budget", "120",
+        "--train-samples", "600", "--hilander-params", TINY_HILANDER,
+        "--exact-check", "600", "--cache", str(tmp_path / "cache"),
+        "--output", str(output), "--plot", str(figure),
+    ])
+    report = json.loads(output.read_text())
+    assert [(run["method"], run["n"]) for run in report["runs"]] == [
+        ("hilander", 300), ("kmeans", 300), ("hilander", 600), ("kmeans", 600),
+    ]
+    for run in report["runs"]:
+        result = run["result"]
+        assert result["status"] == "done", result
+        assert result["peak_memory"] > result["input_bytes"] > 0
+        assert 0.0 <= result["metrics"]["pairwise_f"] <= 1.0
+    levels = report["runs"][0]["result"]["stages"]["levels"]
+    assert levels[0]["nodes"] == 300 and levels[0]["knn_method"] == "exact"
+    assert [check["knn_method"] for check in report["exact_check"]] == ["exact", "ivf"]
+    assert report["exact_check"][1]["result"]["stages"]["levels"][0]["recall"] > 0.5
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| hilander | 600 | done |" in capsys.readouterr().out
+
+
+def test_scaling_marks_over_budget_runs():
+    from benchmarks import scaling
+
+    result = scaling.launch({"method": "kmeans", "n": 2_000_000, "parameter": None}, budget=2)
+    assert result == {"status": "over budget", "seconds": 2}
+    table = scaling.scaling_table([{"method": "kmeans", "n": 2_000_000, "result": result}])
+    assert "| kmeans | 2,000,000 | over budget (budget 2 s) |" in table

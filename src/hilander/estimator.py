@@ -303,6 +303,7 @@ class HiLander:
     def _knn_config(self) -> KnnConfig:
         options = dict(self.knn_params or {})
         options.setdefault("seed", self.random_state)
+        options.setdefault("gpu", torch.device(self.device).type == "cuda")
         return KnnConfig.from_options(self.knn_method, options)
 
     def _validate_params(self) -> None:
