@@ -165,7 +165,8 @@ def scaling_table(runs: list[dict]) -> str:
     for run in runs:
         r = run["result"]
         if r["status"] != "done":
-            lines.append(f"| {run['method']} | {run['n']:,} | {r['status']} (budget {r['seconds']:.0f} s) |" + " |" * 8)
+            reason = "not run: over budget at a smaller N" if r.get("skipped") else f"budget {r['seconds']:.0f} s"
+            lines.append(f"| {run['method']} | {run['n']:,} | {r['status']} ({reason}) |" + " |" * 8)
             continue
         st, m = r["stages"], r["metrics"]
         stage = [f"{st[key]:.1f}" if st else "" for key in ("knn_seconds", "gnn_seconds", "decode_seconds")]
@@ -236,10 +237,17 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = prepare(args.methods, args.cache, args.hilander_params, args.train_samples)
     runs = []
+    over_budget = set()
     for n in sorted(args.sizes):
         for method in args.methods:
+            if method in over_budget:
+                # A method that ran out of time at a smaller N would only use up the budget again.
+                runs.append({"method": method, "n": n, "result": {"status": "over budget", "seconds": args.budget, "skipped": True}})
+                continue
             job = {"method": method, "n": n, **{key: value for key, value in settings[method].items() if key in ("model", "parameter")}}
             result = launch(job, args.budget)
+            if result["status"] == "over budget":
+                over_budget.add(method)
             runs.append({"method": method, "n": n, "result": result})
             logger.info("%s N=%d: %s", method, n, {key: result.get(key) for key in ("status", "seconds", "peak_memory")})
     checks = []

@@ -265,7 +265,7 @@ def train(
     lr: float = typer.Option(0.1, help="Initial SGD learning rate (cosine-annealed)."),
     hidden: int = typer.Option(512, help="Width of the GNN layer."),
     conv: Conv = typer.Option(Conv.graphconv, help="Graph layer: similarity-weighted mean or attention."),
-    validation_fraction: float = typer.Option(0.2, help="Share of classes held out to choose the model, k and tau."),
+    validation_fraction: float = typer.Option(0.5, help="Share of classes held out to choose the model, k, tau, levels and minimum cluster size (the model is then trained again on all classes, see --refit)."),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="After the choice on held-out classes, train again on all classes (adds up to the time of the first training)."),
     knn_method: KnnMethod = typer.Option(KnnMethod.auto, help=KNN_METHOD_HELP),
     knn_param: list[str] = typer.Option([], help=KNN_PARAM_HELP),

@@ -199,7 +199,7 @@ class HiLander:
         lr: float = 0.1,
         batch_size: int = 4096,
         balance_graphs: bool = True,
-        validation_fraction: float = 0.2,
+        validation_fraction: float = 0.5,
         eval_every: int = 5,
         refit: bool = True,
         tau_grid: tuple[float, ...] = _DEFAULT_TAU_GRID,

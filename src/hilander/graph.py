@@ -44,6 +44,9 @@ KNN_METHODS = ("auto", "exact", "ivf", "ivfpq", "hnsw")
 # "auto" searches exactly while n * n * d stays below this many multiply-adds: 100,000 rows at
 # 256-d, about a minute on 2 cores (docs: BENCHMARKS.md, kNN section).
 _EXACT_WORK_LIMIT = 100_000 * 100_000 * 256
+# Rows an IVF search scans per query by default. On 256-d mixtures of 100,000 rows this kept
+# the share of same-class neighbours at the exact search's level (BENCHMARKS.md, kNN section).
+_IVF_CANDIDATES = 2048
 
 
 @dataclass(frozen=True)
@@ -58,12 +61,13 @@ class KnnConfig:
             (``IndexHNSWFlat`` graph search), or ``"auto"``: exact when n * n * d is below about
             2.6e12, else ``"ivf"``.
         nlist: IVF cells; ``None`` uses 4 * sqrt(n), at least 16.
-        nprobe: IVF cells scanned per query; ``None`` uses max(16, nlist / 64).
+        nprobe: IVF cells scanned per query. ``None`` scans about 2,000 candidates per query
+            (at least 8 cells), so the search time grows linearly with n.
         hnsw_m: HNSW links per node.
         ef_construction, ef_search: HNSW candidate list sizes when building and searching;
             ``ef_search=None`` uses max(128, 2 * k).
         refine_factor: for ``"ivfpq"``, candidates re-scored per query, as a multiple of k.
-        train_size: rows sampled to train IVF centroids; ``None`` uses 64 * nlist.
+        train_size: rows sampled to train IVF centroids; ``None`` uses 40 * nlist.
         recall_sample: rows whose neighbours are also found exactly, to measure and log the
             recall of an approximate search; 0 skips the check.
         seed: seed for the training and recall samples.
@@ -190,7 +194,7 @@ def _build_index(data: np.ndarray, k: int, method: str, config: KnnConfig):
         return index, {"hnsw_m": config.hnsw_m, "ef_search": index.hnsw.efSearch}
     nlist = config.nlist or max(16, int(4 * math.sqrt(n)))
     nlist = min(nlist, max(1, n // 4))
-    nprobe = min(config.nprobe or max(16, nlist // 64), nlist)
+    nprobe = min(config.nprobe or max(8, round(_IVF_CANDIDATES * nlist / n)), nlist)
     quantizer = faiss.IndexFlatIP(dim)
     if method == "ivf":
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -198,7 +202,7 @@ def _build_index(data: np.ndarray, k: int, method: str, config: KnnConfig):
         index = faiss.IndexIVFPQ(quantizer, dim, nlist, _pq_subquantizers(dim), 8, faiss.METRIC_INNER_PRODUCT)
     # faiss warns below 39 training rows per cell; the small-n case trains on every row anyway.
     index.cp.min_points_per_centroid = 1
-    train_size = min(n, config.train_size or 64 * nlist)
+    train_size = min(n, config.train_size or 40 * nlist)
     sample = np.random.default_rng(config.seed).choice(n, size=train_size, replace=False) if train_size < n else slice(None)
     index.train(np.ascontiguousarray(data[sample]))
     index.nprobe = nprobe

@@ -26,6 +26,8 @@ __all__ = [
     "cluster_means",
     "score_level",
     "absorb_small_clusters",
+    "ScoredLevel",
+    "score_first_level",
     "HierarchyResult",
     "cluster_hierarchy",
 ]
@@ -239,6 +241,50 @@ def score_level(
 
 
 @dataclass
+class ScoredLevel:
+    """A level-0 kNN graph with the model's scores, reusable for several thresholds.
+
+    Level 0 does not depend on tau, so choosing tau can build and score it once per k.
+
+    Attributes:
+        neighbors: (n, k) int64 kNN lists, column 0 being the node itself.
+        similarities: (n, k) float32 cosine similarities.
+        prob_same: (n, k - 1) float32 P(same class) of each edge.
+        density: (n,) float32 predicted density.
+        knn_stats: the kNN search's stats (see :func:`hilander.graph.knn_graph`).
+        gnn_seconds: time spent scoring.
+    """
+
+    neighbors: np.ndarray
+    similarities: np.ndarray
+    prob_same: np.ndarray
+    density: np.ndarray
+    knn_stats: dict = field(default_factory=dict)
+    gnn_seconds: float = 0.0
+
+
+def score_first_level(
+    model: Lander,
+    features: np.ndarray,
+    k: int,
+    use_cluster_features: bool = True,
+    device: torch.device | str = "cpu",
+    knn: KnnConfig | None = None,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+) -> ScoredLevel:
+    """Build and score the level-0 graph of :func:`cluster_hierarchy` (k lowered to n if larger)."""
+    knn_stats: dict = {}
+    neighbors, similarities = knn_graph(features, min(k, features.shape[0]), knn, knn_stats)
+    started = time.perf_counter()
+
+    def inputs(rows: np.ndarray) -> np.ndarray:
+        return node_inputs(features[rows], features[rows], use_cluster_features)
+
+    prob_same, density = score_level(model, inputs, neighbors, similarities, device, chunk_size)
+    return ScoredLevel(neighbors, similarities, prob_same, density, knn_stats, time.perf_counter() - started)
+
+
+@dataclass
 class HierarchyResult:
     """Output of :func:`cluster_hierarchy`.
 
@@ -272,6 +318,7 @@ def cluster_hierarchy(
     on_level=None,
     knn: KnnConfig | None = None,
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+    first_level: ScoredLevel | None = None,
 ) -> HierarchyResult:
     """Cluster L2-normalised features level by level until merging stops.
 
@@ -296,6 +343,8 @@ def cluster_hierarchy(
         knn: how each level's kNN graph is searched; ``None`` uses ``KnnConfig()``, which is
             exact for small levels and approximate for large ones.
         chunk_size: centres scored per block by the GNN (see :func:`score_level`).
+        first_level: level 0 as :func:`score_first_level` returned it for these features and
+            k, to decode instead of building and scoring it again.
 
     Returns:
         :class:`HierarchyResult`, with time and memory of each level in ``level_stats``.
@@ -311,18 +360,23 @@ def cluster_hierarchy(
             break
         reset_peak_memory()
         level_k = min(k, num_nodes)
-        knn_features = l2_normalize(means) if (knn_on_means and level > 0) else node_features
-        knn_stats: dict = {}
-        neighbors, similarities = knn_graph(knn_features, level_k, knn, knn_stats)
-        del knn_features
-        started = time.perf_counter()
-        level_features, level_means = node_features, means
+        if level == 0 and first_level is not None:
+            neighbors, similarities = first_level.neighbors, first_level.similarities
+            prob_same, density = first_level.prob_same, first_level.density
+            knn_stats, gnn_seconds = dict(first_level.knn_stats), first_level.gnn_seconds
+        else:
+            knn_features = l2_normalize(means) if (knn_on_means and level > 0) else node_features
+            knn_stats = {}
+            neighbors, similarities = knn_graph(knn_features, level_k, knn, knn_stats)
+            del knn_features
+            started = time.perf_counter()
+            level_features, level_means = node_features, means
 
-        def inputs(rows: np.ndarray) -> np.ndarray:
-            return node_inputs(level_features[rows], level_means[rows], use_cluster_features)
+            def inputs(rows: np.ndarray) -> np.ndarray:
+                return node_inputs(level_features[rows], level_means[rows], use_cluster_features)
 
-        prob_same, density = score_level(model, inputs, neighbors, similarities, device, chunk_size)
-        gnn_seconds = time.perf_counter() - started
+            prob_same, density = score_level(model, inputs, neighbors, similarities, device, chunk_size)
+            gnn_seconds = time.perf_counter() - started
         started = time.perf_counter()
         parent, cluster = decode_level(neighbors, prob_same, density, tau)
         del prob_same, density, neighbors, similarities
