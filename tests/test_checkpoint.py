@@ -27,11 +27,11 @@ def uninterrupted(data):
     return HiLander(**SMALL).fit(features, labels)
 
 
-def _stop_in_epoch(epoch: int):
+def _stop_in_epoch(epoch: int, stage_name: str = "training"):
     """Return a progress callback that raises KeyboardInterrupt at the first step of ``epoch``."""
 
     def progress(stage, completed, total):
-        if stage == "training":
+        if stage == stage_name:
             steps_per_epoch = total // SMALL["epochs"]
             if completed == (epoch - 1) * steps_per_epoch + 1:
                 raise KeyboardInterrupt
@@ -39,9 +39,9 @@ def _stop_in_epoch(epoch: int):
     return progress
 
 
-def _interrupt(features, labels, folder, epoch):
+def _interrupt(features, labels, folder, epoch, stage_name="training"):
     with pytest.raises(KeyboardInterrupt):
-        HiLander(**SMALL).fit(features, labels, checkpoint_dir=folder, progress=_stop_in_epoch(epoch))
+        HiLander(**SMALL).fit(features, labels, checkpoint_dir=folder, progress=_stop_in_epoch(epoch, stage_name))
 
 
 def test_resume_matches_uninterrupted_fit(data, uninterrupted, tmp_path):
@@ -52,13 +52,24 @@ def test_resume_matches_uninterrupted_fit(data, uninterrupted, tmp_path):
 
     resumed = HiLander(**SMALL).fit(features, labels, checkpoint_dir=folder, resume=True)
     assert checkpoint_epoch(folder) == 5
-    validated = [record["epoch"] for record in resumed.history_ if not record["refit"]]
-    assert validated == [1, 2, 3, 4, 5]
+    validated = [(record["fold"], record["epoch"]) for record in resumed.history_ if not record["refit"]]
+    assert validated == [(fold, epoch) for fold in (0, 1) for epoch in range(1, 6)]
     assert json.dumps(resumed.history_) == json.dumps(uninterrupted.history_)
     expected = uninterrupted.model_.state_dict()
     for name, value in resumed.model_.state_dict().items():
         assert torch.equal(value, expected[name]), name
     assert (resumed.k_, resumed.tau_, resumed.n_levels_) == (uninterrupted.k_, uninterrupted.tau_, uninterrupted.n_levels_)
+    assert np.array_equal(resumed.predict(test_features), uninterrupted.predict(test_features))
+
+
+def test_resume_in_second_fold(data, uninterrupted, tmp_path):
+    features, labels, test_features = data
+    folder = tmp_path / "checkpoints"
+    _interrupt(features, labels, folder, epoch=3, stage_name="training fold 2")
+    assert (folder / "fold-1" / "checkpoint.safetensors").is_file()
+    assert checkpoint_epoch(folder) == 2
+    resumed = HiLander(**SMALL).fit(features, labels, checkpoint_dir=folder, resume=True)
+    assert json.dumps(resumed.history_) == json.dumps(uninterrupted.history_)
     assert np.array_equal(resumed.predict(test_features), uninterrupted.predict(test_features))
 
 
@@ -88,10 +99,10 @@ def test_existing_checkpoint_needs_resume(data, tmp_path):
     features, labels, _ = data
     folder = tmp_path / "checkpoints"
     _interrupt(features, labels, folder, epoch=2)
-    before = (folder / CHECKPOINT_FILE).read_bytes()
+    before = (folder / "fold-1" / CHECKPOINT_FILE).read_bytes()
     with pytest.raises(FileExistsError, match="already contains a checkpoint of epoch 1; pass resume=True"):
         HiLander(**SMALL).fit(features, labels, checkpoint_dir=folder)
-    assert (folder / CHECKPOINT_FILE).read_bytes() == before
+    assert (folder / "fold-1" / CHECKPOINT_FILE).read_bytes() == before
 
 
 def test_checkpoint_of_other_run_rejected(data, tmp_path):
@@ -107,11 +118,20 @@ def test_checkpoint_of_other_run_rejected(data, tmp_path):
 def test_damaged_checkpoint_rejected(data, tmp_path):
     features, labels, _ = data
     folder = tmp_path / "checkpoints"
-    folder.mkdir()
-    (folder / CHECKPOINT_FILE).write_bytes(b"\x00" * 40)
+    (folder / "fold-1").mkdir(parents=True)
+    (folder / "fold-1" / CHECKPOINT_FILE).write_bytes(b"\x00" * 40)
     with pytest.raises(ValueError, match="is not a readable checkpoint"):
         HiLander(**SMALL).fit(features, labels, checkpoint_dir=folder, resume=True)
     assert checkpoint_epoch(folder) is None
+
+
+def test_single_fold_checkpoint_rejected_by_two_folds(data, tmp_path):
+    features, labels, _ = data
+    folder = tmp_path / "checkpoints"
+    with pytest.raises(KeyboardInterrupt):
+        HiLander(**SMALL, validation_folds=1).fit(features, labels, checkpoint_dir=folder, progress=_stop_in_epoch(2))
+    with pytest.raises(ValueError, match="checkpoint of a fit with one validation fold, but this fit uses 2"):
+        HiLander(**SMALL).fit(features, labels, checkpoint_dir=folder, resume=True)
 
 
 def test_resume_without_checkpoint_starts_fresh(data, uninterrupted, tmp_path, caplog):

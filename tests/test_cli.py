@@ -345,7 +345,9 @@ def test_checkpoint_dir_then_resume(trained, tmp_path):
                  "--checkpoint-dir", str(tmp_path / "ckpt"), *FAST]
     result = runner.invoke(app, [*arguments, "-o", str(tmp_path / "first.safetensors")])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "ckpt" / "checkpoint.safetensors").is_file()
+    # One checkpoint per validation fold.
+    assert (tmp_path / "ckpt" / "fold-1" / "checkpoint.safetensors").is_file()
+    assert (tmp_path / "ckpt" / "fold-2" / "checkpoint.safetensors").is_file()
 
     result = runner.invoke(app, [*arguments, "-o", str(tmp_path / "second.safetensors")])
     assert result.exit_code == 2

@@ -33,10 +33,37 @@ def test_fit_chooses_settings(fitted):
     assert fitted.tau_ in (0.3, 0.5, 0.7)
     assert 1 <= fitted.n_levels_ <= fitted.max_levels
     assert fitted.best_epoch_ in (2, 4)
-    # Four validated epochs on 80% of the classes, then a refit on all of them up to the best epoch.
-    assert [record["refit"] for record in fitted.history_] == [False] * 4 + [True] * fitted.best_epoch_
-    assert "validation_score" in fitted.history_[1]
-    assert not any("validation_score" in record for record in fitted.history_[4:])
+    # Two folds of four epochs, each validated on its held-out half of the classes, then a
+    # refit on all of them up to the best epoch.
+    history = fitted.history_
+    assert [record["refit"] for record in history] == [False] * 8 + [True] * fitted.best_epoch_
+    assert [record["fold"] for record in history[:8]] == [0] * 4 + [1] * 4
+    assert "validation_score" in history[1] and "validation_score" in history[5]
+    assert not any("validation_score" in record for record in history[8:])
+    assert fitted.validation_["folds"] == 2
+
+
+def test_choice_maximises_fold_mean(fitted):
+    # Recompute the choice from the recorded tables: the mean over both folds of each setting.
+    means = {}
+    for record in fitted.history_:
+        for k, tau, levels, min_size, score, *_ in record.get("validation_table", []):
+            means.setdefault((record["epoch"], k, tau, levels, min_size), []).append(score)
+    best = max(value for value in means.values() if len(value) == 2)
+    chosen = (fitted.best_epoch_, fitted.k_, fitted.tau_, fitted.n_levels_, fitted.min_cluster_size_)
+    assert np.mean(means[chosen]) == pytest.approx(np.mean(best))
+    assert fitted.validation_["score"] == pytest.approx(np.mean(best))
+    # Every setting was scored for levels 1 to max_levels in both folds.
+    table = fitted.history_[1]["validation_table"]
+    assert {row[2] for row in table} == set(range(1, fitted.max_levels + 1))
+
+
+def test_fold_settings_rejected():
+    features, labels = blobs(num_classes=6, per_class=5, seed=0)
+    with pytest.raises(ValueError, match="refit=False needs validation_folds=1"):
+        HiLander(refit=False).fit(features, labels)
+    with pytest.raises(ValueError, match="validation_folds=0 is invalid"):
+        HiLander(validation_folds=0).fit(features, labels)
 
 
 def test_hierarchy_levels_merge_monotonically(fitted):

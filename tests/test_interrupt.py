@@ -109,7 +109,10 @@ def test_ctrl_c_then_resume_matches_full_run(inputs, tmp_path):
     assert "Traceback" not in output
     assert (inputs / "out" / "model.safetensors").read_bytes() == OLD_MODEL
     assert sorted(p.name for p in (inputs / "out").iterdir()) == ["model.safetensors"]
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint.safetensors"]
+    # The run stopped in the first of two validation folds, so only that fold has a checkpoint.
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["fold-1", "fold-2"]
+    assert [p.name for p in (checkpoints / "fold-1").iterdir()] == ["checkpoint.safetensors"]
+    assert list((checkpoints / "fold-2").iterdir()) == []
 
     runner = CliRunner()
     resumed = runner.invoke(app, _train_arguments(inputs, "--checkpoint-dir", str(checkpoints), "--resume"))

@@ -65,10 +65,17 @@ def _read_metadata(path: Path) -> dict:
 
 
 def checkpoint_epoch(folder: str | os.PathLike) -> int | None:
-    """Return the last finished epoch stored in ``folder``, or None without a readable checkpoint."""
+    """Return the last finished epoch stored in ``folder``, or None without a readable checkpoint.
+
+    A fit with several validation folds keeps one checkpoint per fold in subfolders ``fold-1``,
+    ``fold-2``, ...; the epoch of the last fold that has one is returned.
+    """
     path = Path(folder) / CHECKPOINT_FILE
     if not path.is_file():
-        return None
+        fold_paths = sorted(Path(folder).glob(f"fold-*/{CHECKPOINT_FILE}"), key=lambda p: int(p.parent.name[5:]) if p.parent.name[5:].isdigit() else 0)
+        if not fold_paths:
+            return None
+        path = fold_paths[-1]
     try:
         return int(json.loads(_read_metadata(path)["state"])["epoch"])
     except (ValueError, KeyError):

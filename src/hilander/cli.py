@@ -266,6 +266,7 @@ def train(
     hidden: int = typer.Option(512, help="Width of the GNN layer."),
     conv: Conv = typer.Option(Conv.graphconv, help="Graph layer: similarity-weighted mean or attention."),
     validation_fraction: float = typer.Option(0.5, help="Share of classes held out to choose the model, k, tau, levels and minimum cluster size (the model is then trained again on all classes, see --refit)."),
+    validation_folds: int = typer.Option(2, help="Disjoint held-out class sets, each of --validation-fraction; a model is trained per set and the settings with the best mean score win. --no-refit needs 1."),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="After the choice on held-out classes, train again on all classes (adds up to the time of the first training)."),
     knn_method: KnnMethod = typer.Option(KnnMethod.auto, help=KNN_METHOD_HELP),
     knn_param: list[str] = typer.Option([], help=KNN_PARAM_HELP),
@@ -299,7 +300,7 @@ def train(
         estimator = HiLander(
             k=k, tau=tau, max_levels=max_levels, min_cluster_size=min_cluster_size,
             train_knn=_parse_train_knn(train_knn), epochs=epochs, lr=lr, hidden=hidden, conv=conv.value,
-            validation_fraction=validation_fraction, refit=refit, knn_method=knn_method.value,
+            validation_fraction=validation_fraction, validation_folds=validation_folds, refit=refit, knn_method=knn_method.value,
             knn_params=_parse_knn_params(knn_param), device=device, random_state=seed,
         )
         started = time.perf_counter()

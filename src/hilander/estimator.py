@@ -20,11 +20,17 @@ from safetensors.torch import save_file
 from . import __version__
 from ._files import atomic_path
 from ._runtime import runtime_versions
-from .checkpoint import TrainingCheckpoint, training_fingerprint
+from .checkpoint import CHECKPOINT_FILE, TrainingCheckpoint, training_fingerprint
 from .data import check_features, check_labels, l2_normalize, screen_rows
 from .graph import KNN_METHODS, KnnConfig, choose_knn_method
-from .inference import DEFAULT_CHUNK_SIZE, HierarchyResult, absorb_small_clusters, cluster_hierarchy
-from .metrics import bcubed, evaluate, pairwise
+from .inference import (
+    DEFAULT_CHUNK_SIZE,
+    HierarchyResult,
+    absorb_small_clusters,
+    cluster_hierarchy,
+    score_first_level,
+)
+from .metrics import bcubed, pairwise
 from .model import CONV_TYPES, LINK_HEADS, Lander
 from .resources import MemoryEstimate, check_memory, estimate_memory
 from .training import NeighborhoodSampler, build_training_levels, epoch_steps, train_epoch
@@ -41,7 +47,6 @@ ProgressCallback = Callable[[str, int, "int | None"], None]
 
 _DEFAULT_TRAIN_KNN = ((10, 2), (5, 3), (3, 4))
 _DEFAULT_TAU_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
-_COARSE_TAU_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
 # Candidate min_cluster_size values, as shares of the median validation class size.
 _MIN_CLUSTER_SHARES = (0.0, 0.05, 0.1, 0.2, 0.3)
 
@@ -150,8 +155,14 @@ class HiLander:
         batch_size: seed nodes per mini-batch.
         balance_graphs: give every training graph the same number of steps per epoch, cycling
             the small upper-level graphs, instead of one pass over each graph.
-        validation_fraction: share of the training classes held out for model and setting
-            selection. With fewer than 4 classes, or 0, the training data is used instead.
+        validation_fraction: share of the training classes held out, per fold, for model and
+            setting selection. With fewer than 4 classes, or 0, the training data is used instead.
+        validation_folds: number of disjoint held-out class sets. A model is trained for each
+            with its classes left out, and the epoch and settings are chosen by the mean score
+            over the folds, which depends less on which classes happen to be held out than one
+            split does. Each fold adds the time of one training on the remaining classes. No
+            class is held out twice, so at most 1 / ``validation_fraction`` folds are used.
+            Values above 1 need ``refit=True``.
         eval_every: epochs between validation runs that select the best model.
         refit: after choosing the epoch and the settings on the held-out classes, train a new
             model on all training classes for the chosen number of epochs, which adds that many
@@ -172,7 +183,8 @@ class HiLander:
         k_, tau_, n_levels_, min_cluster_size_: the settings used by ``predict``.
         best_epoch_: the epoch whose weights scored best on the validation classes.
         n_features_in_: feature dimension seen in ``fit``.
-        validation_: metrics of the chosen setting on the validation classes.
+        validation_: pairwise F, BCubed F and their mean (``score``) of the chosen setting on the
+            held-out classes, averaged over the ``folds``.
         history_: one dict per epoch with losses and, where measured, the validation score.
         versions_: versions of hilander, torch, faiss and numpy that fitted the model, or that
             wrote the file it was loaded from.
@@ -200,6 +212,7 @@ class HiLander:
         batch_size: int = 4096,
         balance_graphs: bool = True,
         validation_fraction: float = 0.5,
+        validation_folds: int = 2,
         eval_every: int = 5,
         refit: bool = True,
         tau_grid: tuple[float, ...] = _DEFAULT_TAU_GRID,
@@ -229,6 +242,7 @@ class HiLander:
         self.batch_size = batch_size
         self.balance_graphs = balance_graphs
         self.validation_fraction = validation_fraction
+        self.validation_folds = validation_folds
         self.eval_every = eval_every
         self.refit = refit
         self.tau_grid = tau_grid
@@ -263,6 +277,7 @@ class HiLander:
             "batch_size": self.batch_size,
             "balance_graphs": self.balance_graphs,
             "validation_fraction": self.validation_fraction,
+            "validation_folds": self.validation_folds,
             "eval_every": self.eval_every,
             "refit": self.refit,
             "tau_grid": list(self.tau_grid),
@@ -346,6 +361,15 @@ class HiLander:
         require(self.lr > 0, f"lr={self.lr!r} is invalid; use a positive learning rate")
         require(self.batch_size >= 1, f"batch_size={self.batch_size!r} is invalid; use an integer >= 1")
         require(0.0 <= self.validation_fraction < 1.0, f"validation_fraction={self.validation_fraction!r} is invalid; use a value in [0, 1)")
+        require(
+            isinstance(self.validation_folds, int) and self.validation_folds >= 1,
+            f"validation_folds={self.validation_folds!r} is invalid; use an integer >= 1",
+        )
+        require(
+            self.refit or self.validation_folds == 1 or self.validation_fraction == 0,
+            f"refit=False needs validation_folds=1 (got {self.validation_folds}), since with several folds "
+            "no single trained model has seen the classes of the others",
+        )
         require(self.eval_every >= 1, f"eval_every={self.eval_every!r} is invalid; use an integer >= 1")
         require(len(self.tau_grid) > 0 and all(0.0 <= t < 1.0 for t in self.tau_grid), f"tau_grid={self.tau_grid!r} is invalid; use values in [0, 1)")
 
@@ -420,54 +444,79 @@ class HiLander:
                 "X has %d samples, fewer than k=%d neighbours; fitting with k=%d instead",
                 features.shape[0], largest_k, features.shape[0],
             )
-        checkpoint = None
+        fingerprint = None
         if checkpoint_dir is not None:
             # chunk_size only changes how predict splits its work, so a resume may change it.
             params = {name: value for name, value in self.get_params().items() if name != "chunk_size"}
             fingerprint = training_fingerprint(features, labels, params)
-            checkpoint = TrainingCheckpoint(checkpoint_dir, fingerprint, resume)
 
         started = time.perf_counter()
         rng = np.random.default_rng(self.random_state)
-        torch.manual_seed(self.random_state)
         generator = torch.Generator().manual_seed(self.random_state)
-        fit_mask, validation_mask = self._split_classes(labels, classes, rng)
-        validation = (features[validation_mask], labels[validation_mask])
-        graphs = self._build_graphs(features[fit_mask], labels[fit_mask], rng, progress)
-
+        folds = self._class_folds(labels, classes, rng)
         self.n_features_in_ = features.shape[1]
-        self.model_ = self._new_model()
         k_candidates = [self.k] if self.k else sorted({int(k) for k, _ in self.train_knn}, reverse=True)
         k_candidates = sorted({min(k, features.shape[0]) for k in k_candidates}, reverse=True)
-        size_candidates = self._min_size_candidates(validation[1])
-        self.history_ = []
-        self.best_epoch_ = self._train(
-            graphs, validation, k_candidates, size_candidates, rng, generator, progress, checkpoint=checkpoint
-        )
-
-        if progress:
-            progress("choosing k and tau", 0, None)
+        held_out = np.zeros(labels.shape[0], dtype=bool)
+        for _, validation_mask in folds:
+            held_out |= validation_mask
+        size_candidates = self._min_size_candidates(labels[held_out])
         taus = [self.tau] if self.tau is not None else list(self.tau_grid)
-        final = self._select(*validation, k_candidates, taus, size_candidates)
+        self.history_ = []
+        checkpoints = [None] * len(folds)
+        if checkpoint_dir is not None:
+            checkpoints = self._fold_checkpoints(Path(checkpoint_dir), fingerprint, len(folds), resume)
+        for fold, (fit_mask, validation_mask) in enumerate(folds):
+            checkpoint = checkpoints[fold]
+            graphs = self._build_graphs(features[fit_mask], labels[fit_mask], rng, progress)
+            torch.manual_seed(self.random_state + fold)
+            self.model_ = self._new_model()
+            validation = (features[validation_mask], labels[validation_mask])
+            self._train(
+                graphs, validation, k_candidates, taus, size_candidates, rng, generator, progress,
+                checkpoint=checkpoint, fold=fold,
+            )
+
+        final, self.best_epoch_ = self._choose(len(folds))
         self.k_, self.tau_, self.n_levels_ = final.k, final.tau, final.levels
         self.min_cluster_size_ = final.min_cluster_size
         self.validation_ = final.metrics
         self.versions_ = runtime_versions()
         logger.info(
             "chose epoch %d, k=%d, tau=%.2f, levels=%d, min_cluster_size=%d; validation pairwise F %.3f, "
-            "BCubed F %.3f",
+            "BCubed F %.3f (mean over %d fold(s))",
             self.best_epoch_, self.k_, self.tau_, self.n_levels_, self.min_cluster_size_,
-            final.metrics["pairwise_f"], final.metrics["bcubed_f"],
+            final.metrics["pairwise_f"], final.metrics["bcubed_f"], len(folds),
         )
-        if self.refit and not validation_mask.all():
+        if self.refit and not folds[0][1].all():
             # The held-out classes have chosen the epoch and the settings, so they can now join training.
             graphs = self._build_graphs(features, labels, rng, progress)
             torch.manual_seed(self.random_state)
             self.model_ = self._new_model()
-            self._train(graphs, None, k_candidates, size_candidates, rng, generator, progress, stop_after=self.best_epoch_)
+            self._train(graphs, None, k_candidates, taus, size_candidates, rng, generator, progress, stop_after=self.best_epoch_)
             logger.info("refitted on all %d classes for %d epochs", classes.shape[0], self.best_epoch_)
         self.fit_seconds_ = time.perf_counter() - started
         return self
+
+    @staticmethod
+    def _fold_checkpoints(folder: Path, fingerprint: str, num_folds: int, resume: bool) -> list[TrainingCheckpoint]:
+        """Open one checkpoint per fold (subfolders ``fold-1``, ... when there are several).
+
+        All are opened before training starts, so an existing or foreign checkpoint in any fold
+        is an error before any work is done.
+        """
+        if num_folds == 1:
+            return [TrainingCheckpoint(folder, fingerprint, resume)]
+        single = folder / CHECKPOINT_FILE
+        if single.is_file():
+            raise ValueError(
+                f"{single} is the checkpoint of a fit with one validation fold, but this fit uses "
+                f"{num_folds}; resume with validation_folds=1, or delete it to start over"
+            )
+        return [
+            TrainingCheckpoint(folder / f"fold-{fold + 1}", f"{fingerprint}:{fold}" if fold else fingerprint, resume)
+            for fold in range(num_folds)
+        ]
 
     def _new_model(self) -> Lander:
         in_dim = self.n_features_in_ * (2 if self.use_cluster_features else 1)
@@ -505,12 +554,15 @@ class HiLander:
         return graphs
 
     def _train(
-        self, graphs, validation, k_candidates, size_candidates, rng, generator, progress,
-        checkpoint=None, stop_after=None,
+        self, graphs, validation, k_candidates, taus, size_candidates, rng, generator, progress,
+        checkpoint=None, stop_after=None, fold=0,
     ) -> int:
         """Train ``self.model_`` and keep the weights of the epoch with the best validation score.
 
-        With ``checkpoint``, save the training state after every epoch and resume from the saved
+        Every ``eval_every`` epochs the held-out classes are clustered with every candidate
+        setting, and the scores go into the epoch's history record (``validation_table``), from
+        which :meth:`_choose` picks the epoch and the settings over all folds. With
+        ``checkpoint``, save the training state after every epoch and resume from the saved
         one. With ``stop_after`` (an epoch number), train without validation on the same
         learning-rate schedule, stop after that epoch and keep its weights. Returns the epoch whose
         weights are kept.
@@ -519,10 +571,9 @@ class HiLander:
         steps_per_epoch = epoch_steps(samplers, self.balance_graphs)
         total_steps = self.epochs * steps_per_epoch
         last_epoch = stop_after or self.epochs
-        stage = "refitting on all classes" if stop_after else "training"
+        stage = "refitting on all classes" if stop_after else ("training" if fold == 0 else f"training fold {fold + 1}")
         optimizer = torch.optim.SGD(self.model_.parameters(), lr=self.lr, momentum=0.9, weight_decay=1e-5)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps, eta_min=1e-5)
-        coarse_taus = [self.tau] if self.tau is not None else list(_COARSE_TAU_GRID)
         best_score, best_state, best_epoch = -np.inf, None, last_epoch
         step = 0
         first_epoch = 1
@@ -532,6 +583,7 @@ class HiLander:
             best_state, self.history_ = restored.best_state, restored.history
             best_score = restored.best_score if restored.best_score is not None else -np.inf
             step = restored.epoch * steps_per_epoch
+        fold_history = [record for record in self.history_ if record.get("fold", 0) == fold and not record["refit"]]
 
         def on_step() -> None:
             nonlocal step
@@ -543,15 +595,17 @@ class HiLander:
             losses = train_epoch(
                 self.model_, samplers, optimizer, scheduler, rng, generator, self.balance_graphs, on_step
             )
-            record = {"epoch": epoch, "refit": stop_after is not None, **losses}
+            record = {"epoch": epoch, "refit": stop_after is not None, "fold": fold, **losses}
             if stop_after is None and (epoch % self.eval_every == 0 or epoch == self.epochs):
-                choice = self._select(*validation, k_candidates, coarse_taus, size_candidates)
-                record["validation_score"] = choice.score
-                if choice.score > best_score:
-                    best_score = choice.score
+                table = self._score_table(*validation, k_candidates, taus, size_candidates)
+                record["validation_score"] = max(row[4] for row in table)
+                record["validation_table"] = table
+                if record["validation_score"] > best_score:
+                    best_score = record["validation_score"]
                     best_state = copy.deepcopy(self.model_.state_dict())
-            logger.info("epoch %d: %s", epoch, record)
+            logger.info("epoch %d: %s", epoch, {key: value for key, value in record.items() if key != "validation_table"})
             self.history_.append(record)
+            fold_history.append(record)
             if checkpoint is not None:
                 checkpoint.save(
                     epoch, self.model_, optimizer, scheduler, rng, generator,
@@ -560,13 +614,17 @@ class HiLander:
         if best_state is not None:
             self.model_.load_state_dict(best_state)
             # Read from the history, which a resumed run restores, rather than from this loop.
-            scored = [(record["validation_score"], -record["epoch"]) for record in self.history_ if "validation_score" in record]
+            scored = [(record["validation_score"], -record["epoch"]) for record in fold_history if "validation_score" in record]
             best_epoch = -max(scored)[1]
         return best_epoch
 
-    def _split_classes(self, labels, classes, rng) -> tuple[np.ndarray, np.ndarray]:
-        """Hold out a random share of classes for validation; return (fit mask, validation mask)."""
-        # At least 2 classes stay for training, whatever validation_fraction requests.
+    def _class_folds(self, labels, classes, rng) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Hold out disjoint random sets of classes; return one (fit mask, validation mask) per fold.
+
+        Each fold holds out ``validation_fraction`` of the classes, and no class is held out
+        twice, so ``validation_folds=2`` with a fraction of 0.5 splits the classes in two halves
+        that take turns. At least 2 classes stay for training in every fold.
+        """
         num_validation = min(int(round(self.validation_fraction * classes.shape[0])), classes.shape[0] - 2)
         if classes.shape[0] < 4 or num_validation < 2:
             logger.warning(
@@ -576,33 +634,91 @@ class HiLander:
                 classes.shape[0], self.validation_fraction, num_validation,
             )
             everything = np.ones(labels.shape[0], dtype=bool)
-            return everything, everything
-        validation_classes = rng.permutation(classes)[:num_validation]
-        validation_mask = np.isin(labels, validation_classes)
-        return ~validation_mask, validation_mask
+            return [(everything, everything)]
+        order = rng.permutation(classes)
+        folds = []
+        # Each class is held out at most once, so a large fraction leaves room for fewer folds.
+        num_folds = min(self.validation_folds, max(1, int(1.0 / self.validation_fraction + 1e-9)))
+        if num_folds < self.validation_folds:
+            logger.info(
+                "validation_fraction=%s leaves room for %d disjoint fold(s), not validation_folds=%d",
+                self.validation_fraction, num_folds, self.validation_folds,
+            )
+        for fold in range(num_folds):
+            held_out = order[fold * num_validation : (fold + 1) * num_validation]
+            if held_out.shape[0] < 2:
+                break
+            validation_mask = np.isin(labels, held_out)
+            folds.append((~validation_mask, validation_mask))
+        return folds
 
-    def _select(self, features, labels, k_candidates, taus, size_candidates) -> _Choice:
-        """Cluster the validation set for every (k, tau, min_cluster_size) and level count; return the best."""
-        best, best_assignment = None, None
+    def _score_table(self, features, labels, k_candidates, taus, size_candidates) -> list[list]:
+        """Cluster the validation set with every setting and score each result.
+
+        Returns:
+            One row ``[k, tau, levels, min_cluster_size, score, pairwise F, BCubed F]`` per
+            setting, where score is the mean of the two F-scores. Rows cover levels 1 to
+            ``max_levels`` for every k and tau: a hierarchy that stopped early repeats its last
+            assignment, so that folds whose hierarchies stop at different levels can be averaged.
+        """
+        rows = []
         for k in k_candidates:
+            first_level = score_first_level(
+                self.model_, features, k, self.use_cluster_features, self.device,
+                self._knn_config(), self.chunk_size,
+            )
             for tau in taus:
-                result = self._hierarchy(features, k, tau, self.max_levels)
-                for level, assignment in enumerate(result.level_labels or [result.labels]):
+                result = self._hierarchy(features, k, tau, self.max_levels, first_level=first_level)
+                assignments = result.level_labels or [result.labels]
+                scored: dict[tuple[int, int], tuple[float, float]] = {}
+                for levels in range(1, self.max_levels + 1):
+                    level_index = min(levels, len(assignments)) - 1
                     for min_size in size_candidates:
-                        final = absorb_small_clusters(features, assignment, min_size)
-                        score = 0.5 * (pairwise(labels, final)[2] + bcubed(labels, final)[2])
-                        if best is None or score > best.score:
-                            best = _Choice(score, int(k), float(tau), level + 1, int(min_size), {})
-                            best_assignment = final
-        best.metrics = evaluate(labels, best_assignment)
-        return best
+                        if (level_index, min_size) not in scored:
+                            final = absorb_small_clusters(features, assignments[level_index], min_size)
+                            scored[level_index, min_size] = (pairwise(labels, final)[2], bcubed(labels, final)[2])
+                        pairwise_f, bcubed_f = scored[level_index, min_size]
+                        score = 0.5 * (pairwise_f + bcubed_f)
+                        rows.append([int(k), float(tau), levels, int(min_size), float(score), float(pairwise_f), float(bcubed_f)])
+        return rows
 
-    def _hierarchy(self, features, k, tau, levels, on_level=None) -> HierarchyResult:
+    def _choose(self, num_folds: int) -> tuple[_Choice, int]:
+        """Pick the epoch and the setting with the best mean score over the folds.
+
+        Only epochs validated in every fold and settings scored in every fold compete. Ties go to
+        the earlier epoch, then to the first setting in table order (larger k, lower tau, fewer
+        levels, smaller minimum size).
+
+        Returns:
+            ``(choice, epoch)``; the choice's metrics are the fold means of pairwise F, BCubed F
+            and the score.
+        """
+        sums: dict[tuple, list[float]] = {}
+        counts: dict[tuple, int] = {}
+        for record in self.history_:
+            if record["refit"] or "validation_table" not in record:
+                continue
+            for k, tau, levels, min_size, score, pairwise_f, bcubed_f in record["validation_table"]:
+                key = (record["epoch"], k, tau, levels, min_size)
+                total = sums.setdefault(key, [0.0, 0.0, 0.0])
+                total[0] += score
+                total[1] += pairwise_f
+                total[2] += bcubed_f
+                counts[key] = counts.get(key, 0) + 1
+        complete = [key for key in sums if counts[key] == num_folds]
+        best_index = max(range(len(complete)), key=lambda i: (sums[complete[i]][0], -complete[i][0], -i))
+        best = complete[best_index]
+        epoch, k, tau, levels, min_size = best
+        score, pairwise_f, bcubed_f = (value / num_folds for value in sums[best])
+        metrics = {"pairwise_f": pairwise_f, "bcubed_f": bcubed_f, "score": score, "folds": num_folds}
+        return _Choice(score, int(k), float(tau), int(levels), int(min_size), metrics), int(epoch)
+
+    def _hierarchy(self, features, k, tau, levels, on_level=None, first_level=None) -> HierarchyResult:
         return cluster_hierarchy(
             self.model_, features, k, tau, max_levels=levels,
             use_cluster_features=self.use_cluster_features, knn_on_means=self.knn_on_means,
             min_merge_fraction=self.min_merge_fraction, device=self.device, on_level=on_level,
-            knn=self._knn_config(), chunk_size=self.chunk_size,
+            knn=self._knn_config(), chunk_size=self.chunk_size, first_level=first_level,
         )
 
     def estimate_memory(self, n_samples: int, n_features: int | None = None) -> MemoryEstimate:

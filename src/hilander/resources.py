@@ -187,12 +187,13 @@ def estimate_memory(
     return MemoryEstimate(features=features, knn_index=knn_index, graph=graph, gnn=gnn, total=total)
 
 
-def check_memory(estimate: MemoryEstimate, what: str, available: int | None = None) -> None:
+def check_memory(estimate: MemoryEstimate, job: str, available: int | None = None) -> None:
     """Raise MemoryError before any work starts when ``estimate`` exceeds the available memory.
 
     Args:
         estimate: from :func:`estimate_memory`.
-        what: the job, for the message (for example "clustering 1000000 x 256 with k=10").
+        job: the work being checked, for the message (for example "clustering 1000000 x 256
+            with k=10").
         available: bytes available; ``None`` reads them from the OS, and an unknown amount
             passes with a log line.
 
@@ -201,12 +202,12 @@ def check_memory(estimate: MemoryEstimate, what: str, available: int | None = No
     """
     available = available_memory_bytes() if available is None else available
     if available is None:
-        logger.info("%s needs about %s; available memory is unknown here", what, estimate.describe())
+        logger.info("%s needs about %s; available memory is unknown here", job, estimate.describe())
         return
-    logger.info("%s needs about %s; %.2f GiB available", what, estimate.describe(), available / _GIB)
+    logger.info("%s needs about %s; %.2f GiB available", job, estimate.describe(), available / _GIB)
     if estimate.total > available:
         raise MemoryError(
-            f"{what} needs about {estimate.total / _GIB:.2f} GiB ({estimate.describe()}), but only "
+            f"{job} needs about {estimate.total / _GIB:.2f} GiB ({estimate.describe()}), but only "
             f"{available / _GIB:.2f} GiB is available; lower chunk_size (--chunk-size), use the 'ivfpq' "
             "kNN method, reduce k, or cluster on a machine with more memory"
         )
