@@ -27,7 +27,7 @@ from hilander import __version__
 from hilander._files import atomic_path
 from hilander.graph import KnnConfig, knn_graph, knn_recall
 
-from .scaling import test_set
+from .scaling import clustering_mixture
 
 # (label, method, options) in the order they run.
 CONFIGS = (
@@ -42,7 +42,7 @@ CONFIGS = (
 
 def run(n: int, k: int, labels_filter: list[str] | None = None) -> list[dict]:
     """Time every configuration on the n-sample mixture; return one dict per configuration."""
-    features, labels = test_set(n)
+    features, labels = clustering_mixture(n)
     rows = []
     for label, method, options in CONFIGS:
         if labels_filter and method not in labels_filter:

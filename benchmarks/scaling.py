@@ -55,7 +55,7 @@ TRAIN_SEED = 1000
 DEFAULT_CACHE = Path("benchmarks/.cache")
 
 
-def test_set(n: int) -> tuple[np.ndarray, np.ndarray]:
+def clustering_mixture(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Return the n-sample test mixture; its classes are disjoint from the meta-train mixture's."""
     return make_mixture(n, max(2, n // SAMPLES_PER_CLASS), dim=DIM, seed=n, **MIXTURE)
 
@@ -70,7 +70,7 @@ def train_set(n: int = TRAIN_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
 
 def run_one(job: dict) -> dict:
     """Cluster the job's test set with its method; return metrics, stage times and peak memory."""
-    features, labels = test_set(job["n"])
+    features, labels = clustering_mixture(job["n"])
     started = time.perf_counter()
     stages = {}
     if job["method"] == "hilander":

@@ -571,7 +571,12 @@ class HiLander:
         steps_per_epoch = epoch_steps(samplers, self.balance_graphs)
         total_steps = self.epochs * steps_per_epoch
         last_epoch = stop_after or self.epochs
-        stage = "refitting on all classes" if stop_after else ("training" if fold == 0 else f"training fold {fold + 1}")
+        if stop_after:
+            stage = "refitting on all classes"
+        elif fold == 0:
+            stage = "training"
+        else:
+            stage = f"training fold {fold + 1}"
         optimizer = torch.optim.SGD(self.model_.parameters(), lr=self.lr, momentum=0.9, weight_decay=1e-5)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps, eta_min=1e-5)
         best_score, best_state, best_epoch = -np.inf, None, last_epoch
