@@ -151,7 +151,7 @@ def test_memory_estimate_grows_linearly_and_with_chunk():
     large = estimate_memory(1_000_000, 256, 10, chunk_size=16384, knn_method="ivf")
     whole = estimate_memory(1_000_000, 256, 10, chunk_size=None, knn_method="ivf")
     assert whole.gnn > 2 * large.gnn
-    # 1M x 256 with the default model and blocks fits the 8 GB goal of issue 5.
+    # 1M x 256 with the default model and blocks fits in 8 GB.
     assert large.total < 8 * 1024**3
 
 
