@@ -126,7 +126,8 @@ def test_scaling_harness_small_sizes(tmp_path, capsys, monkeypatch):
         assert result["peak_memory"] > result["input_bytes"] > 0
         assert 0.0 <= result["metrics"]["pairwise_f"] <= 1.0
     levels = report["runs"][0]["result"]["stages"]["levels"]
-    assert levels[0]["nodes"] == 300 and levels[0]["knn_method"] == "exact"
+    assert levels[0]["nodes"] == 300
+    assert levels[0]["knn_method"] == "exact"
     assert [check["knn_method"] for check in report["exact_check"]] == ["exact", "ivf"]
     assert report["exact_check"][1]["result"]["stages"]["levels"][0]["recall"] > 0.5
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

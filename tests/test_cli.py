@@ -373,8 +373,10 @@ def test_cluster_dry_run_prints_estimate_and_writes_nothing(trained, tmp_path):
         ["cluster", str(trained / "model.safetensors"), str(trained / "test.npy"), "-o", str(output), "--dry-run"],
     )
     assert result.exit_code == 0, result.output
-    assert "clustering 120 x 16" in result.output and "GiB at peak" in result.output
-    assert not output.exists() and not (tmp_path / "pred.txt.json").exists()
+    assert "clustering 120 x 16" in result.output
+    assert "GiB at peak" in result.output
+    assert not output.exists()
+    assert not (tmp_path / "pred.txt.json").exists()
 
 
 def test_cluster_dry_run_rejects_what_cannot_fit(trained, tmp_path, monkeypatch):
@@ -386,7 +388,8 @@ def test_cluster_dry_run_rejects_what_cannot_fit(trained, tmp_path, monkeypatch)
         app, ["cluster", str(trained / "model.safetensors"), str(huge), "-o", str(tmp_path / "p.txt"), "--dry-run"]
     )
     assert result.exit_code == 2
-    assert "clustering 200000000 x 16" in result.output and "is available" in result.output
+    assert "clustering 200000000 x 16" in result.output
+    assert "is available" in result.output
     assert "--chunk-size" in result.output
 
 
@@ -402,7 +405,9 @@ def test_cluster_with_approximate_knn_records_levels(trained, tmp_path):
     assert metadata["knn_method"] == "hnsw" and metadata["knn_params"] == {"ef_search": 64}
     assert metadata["chunk_size"] == 10
     first = metadata["level_stats"][0]
-    assert first["nodes"] == 120 and first["knn"]["method"] == "hnsw" and 0.0 <= first["knn"]["recall"] <= 1.0
+    assert first["nodes"] == 120
+    assert first["knn"]["method"] == "hnsw"
+    assert 0.0 <= first["knn"]["recall"] <= 1.0
     assert first["peak_memory"] > 0
     # The same ids as the exact default: 120 rows are far too few for HNSW to miss neighbours.
     exact = tmp_path / "exact.npy"

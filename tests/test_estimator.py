@@ -38,7 +38,8 @@ def test_fit_chooses_settings(fitted):
     history = fitted.history_
     assert [record["refit"] for record in history] == [False] * 8 + [True] * fitted.best_epoch_
     assert [record["fold"] for record in history[:8]] == [0] * 4 + [1] * 4
-    assert "validation_score" in history[1] and "validation_score" in history[5]
+    assert "validation_score" in history[1]
+    assert "validation_score" in history[5]
     assert not any("validation_score" in record for record in history[8:])
     assert fitted.validation_["folds"] == 2
 

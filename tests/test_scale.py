@@ -38,7 +38,8 @@ def test_approximate_knn_agrees_with_exact(clustered, method, minimum):
     neighbors, similarities = knn_graph(features, k, KnnConfig(method=method), stats)
 
     assert stats["method"] == method
-    assert neighbors.shape == (4000, k) and neighbors.dtype == np.int64
+    assert neighbors.shape == (4000, k)
+    assert neighbors.dtype == np.int64
     assert np.array_equal(neighbors[:, 0], np.arange(4000))
     assert neighbors.min() >= 0
     # Recall over every row, computed here from the exact graph, not by the library.
@@ -137,7 +138,9 @@ def test_blockwise_hierarchy_gives_identical_cluster_ids(clustered):
         assert np.array_equal(result.labels, runs[0].labels)
         assert all(np.array_equal(a, b) for a, b in zip(result.level_labels, runs[0].level_labels))
     stats = runs[1].level_stats
-    assert stats and stats[0]["nodes"] == 4000 and stats[0]["knn"]["method"] == "exact"
+    assert stats
+    assert stats[0]["nodes"] == 4000
+    assert stats[0]["knn"]["method"] == "exact"
     assert all(s["gnn_seconds"] >= 0 and s["peak_memory"] > 0 for s in stats)
 
 
@@ -184,7 +187,8 @@ def test_predict_logs_each_level(caplog):
         result = model.predict_hierarchy(features)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("level ")]
     assert len(lines) == len(result.level_stats) >= 1
-    assert "kNN (exact, k=5)" in lines[0] and "peak memory" in lines[0]
+    assert "kNN (exact, k=5)" in lines[0]
+    assert "peak memory" in lines[0]
 
 
 def test_set_params_changes_inference_and_rolls_back_bad_values():
@@ -196,7 +200,8 @@ def test_set_params_changes_inference_and_rolls_back_bad_values():
     assert np.array_equal(model.predict(features), before)
     with pytest.raises(ValueError, match="chunk_size=0"):
         model.set_params(chunk_size=0, knn_method="ivf")
-    assert model.chunk_size == 7 and model.knn_method == "hnsw"
+    assert model.chunk_size == 7
+    assert model.knn_method == "hnsw"
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['n_neighbors'\]"):
         model.set_params(n_neighbors=5)
 

@@ -170,9 +170,9 @@ def score_level(
 
     Each conv layer is computed for a block of ``chunk_size`` centres from the inputs of those
     centres and their neighbours only, so memory depends on the block size and not on n. The
-    output of every layer but the last is kept for all nodes (n x hidden floats); the last layer
-    is projected straight away, and the three (n, hidden / 2) projections are what the link
-    scores read. Blocks give the same cluster ids as one whole-graph pass; the probabilities can
+    output of every layer but the last is kept for all nodes (n x hidden floats). The last
+    layer's output is projected straight away, so only its three (n, hidden / 2) projections,
+    which the link scores read, are kept. Blocks give the same cluster ids as one whole-graph pass; the probabilities can
     differ in the last bits, since matrix products of other shapes may sum in another order.
 
     Args:
