@@ -172,8 +172,9 @@ def score_level(
     centres and their neighbours only, so memory depends on the block size and not on n. The
     output of every layer but the last is kept for all nodes (n x hidden floats). The last
     layer's output is projected straight away, so only its three (n, hidden / 2) projections,
-    which the link scores read, are kept. Blocks give the same cluster ids as one whole-graph pass; the probabilities can
-    differ in the last bits, since matrix products of other shapes may sum in another order.
+    which the link scores read, are kept. Blocks give the same cluster ids as one whole-graph
+    pass. The probabilities can differ in the last bits, because matrix products of other shapes
+    may sum in another order.
 
     Args:
         model: trained LANDER model.
@@ -273,12 +274,20 @@ def score_first_level(
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
 ) -> ScoredLevel:
     """Build and score the level-0 graph of :func:`cluster_hierarchy` (k lowered to n if larger)."""
+    k = min(k, features.shape[0])
+    return _score_graph(model, features, features, features, k, use_cluster_features, device, knn, chunk_size)
+
+
+def _score_graph(
+    model, knn_features, node_features, means, k, use_cluster_features, device, knn, chunk_size
+) -> ScoredLevel:
+    """Build the kNN graph of ``knn_features`` and score it with inputs from features and means."""
     knn_stats: dict = {}
-    neighbors, similarities = knn_graph(features, min(k, features.shape[0]), knn, knn_stats)
+    neighbors, similarities = knn_graph(knn_features, k, knn, knn_stats)
     started = time.perf_counter()
 
     def inputs(rows: np.ndarray) -> np.ndarray:
-        return node_inputs(features[rows], features[rows], use_cluster_features)
+        return node_inputs(node_features[rows], means[rows], use_cluster_features)
 
     prob_same, density = score_level(model, inputs, neighbors, similarities, device, chunk_size)
     return ScoredLevel(neighbors, similarities, prob_same, density, knn_stats, time.perf_counter() - started)
@@ -361,22 +370,17 @@ def cluster_hierarchy(
         reset_peak_memory()
         level_k = min(k, num_nodes)
         if level == 0 and first_level is not None:
-            neighbors, similarities = first_level.neighbors, first_level.similarities
-            prob_same, density = first_level.prob_same, first_level.density
-            knn_stats, gnn_seconds = dict(first_level.knn_stats), first_level.gnn_seconds
+            scored = first_level
         else:
             knn_features = l2_normalize(means) if (knn_on_means and level > 0) else node_features
-            knn_stats = {}
-            neighbors, similarities = knn_graph(knn_features, level_k, knn, knn_stats)
+            scored = _score_graph(
+                model, knn_features, node_features, means, level_k, use_cluster_features, device, knn, chunk_size
+            )
             del knn_features
-            started = time.perf_counter()
-            level_features, level_means = node_features, means
-
-            def inputs(rows: np.ndarray) -> np.ndarray:
-                return node_inputs(level_features[rows], level_means[rows], use_cluster_features)
-
-            prob_same, density = score_level(model, inputs, neighbors, similarities, device, chunk_size)
-            gnn_seconds = time.perf_counter() - started
+        neighbors, similarities = scored.neighbors, scored.similarities
+        prob_same, density = scored.prob_same, scored.density
+        knn_stats, gnn_seconds = dict(scored.knn_stats), scored.gnn_seconds
+        del scored
         started = time.perf_counter()
         parent, cluster = decode_level(neighbors, prob_same, density, tau)
         del prob_same, density, neighbors, similarities
