@@ -402,7 +402,8 @@ def test_cluster_with_approximate_knn_records_levels(trained, tmp_path):
     )
     assert result.exit_code == 0, result.output
     metadata = json.loads((tmp_path / "pred.npy.json").read_text())
-    assert metadata["knn_method"] == "hnsw" and metadata["knn_params"] == {"ef_search": 64}
+    assert metadata["knn_method"] == "hnsw"
+    assert metadata["knn_params"] == {"ef_search": 64}
     assert metadata["chunk_size"] == 10
     first = metadata["level_stats"][0]
     assert first["nodes"] == 120

@@ -1,4 +1,4 @@
-"""Approximate kNN, block-wise GNN scoring and the memory estimate (issue 5)."""
+"""Approximate kNN, block-wise GNN scoring and the memory estimate for large inputs."""
 
 import logging
 

@@ -135,8 +135,8 @@ def knn_graph(
         itself (similarity 1.0), then its k - 1 nearest other rows by decreasing similarity.
         Exact duplicates of row i may come before other rows, since ties keep faiss's order.
         An approximate search that finds fewer than k - 1 other rows for a node fills the rest
-        of its row with the node itself at similarity 0, which adds nothing to the GNN's
-        weighted mean or to density, and is never a denser neighbour in decoding.
+        of its row with the node itself at similarity 0. Such a slot adds nothing to the GNN's
+        weighted mean or to density, and it is never a denser neighbour in decoding.
 
     Raises:
         ValueError: if k < 2 or k > n.
