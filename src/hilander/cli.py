@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 import typer
+from safetensors import safe_open
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -26,8 +27,11 @@ from ._runtime import runtime_versions
 from .checkpoint import checkpoint_epoch
 from .data import load_features, load_labels, metadata_path, save_labels
 from .datasets import DATASETS, load_open_set_split
+from .encoder import ENCODER_LOSSES, EncoderSpec
 from .estimator import HiLander
 from .graph import KNN_METHODS
+from .images import list_images, load_image_folder, load_image_list, load_omniglot
+from .pipeline import ImageHiLander
 from .resources import check_memory
 from .metrics import evaluate as evaluate_metrics
 
@@ -48,8 +52,10 @@ class Conv(str, Enum):
 KnnMethod = Enum("KnnMethod", {name: name for name in KNN_METHODS}, type=str)
 
 
-# Derived from DATASETS so that a dataset added to the loader appears in --dataset too.
-Dataset = Enum("Dataset", {name: name for name in DATASETS}, type=str)
+# Derived from DATASETS so that a dataset added to the loader appears in --dataset too; omniglot
+# is the image dataset, which the demo runs through the encoder first.
+Dataset = Enum("Dataset", {name: name for name in (*DATASETS, "omniglot")}, type=str)
+EncoderLoss = Enum("EncoderLoss", {name: name for name in ENCODER_LOSSES}, type=str)
 
 
 def _version_callback(value: bool) -> None:
@@ -147,13 +153,14 @@ def _progress_display():
     ) as progress:
         tasks: dict[str, int] = {}
 
-        def update(stage: str, completed: int, total: int | None) -> None:
+        def update(stage: str, completed: int, total: int | None, status: str | None = None) -> None:
             if stage not in tasks:
                 for other in tasks.values():
                     task = progress.tasks[other]
                     progress.update(other, total=task.total or 1, completed=task.total or 1)
                 tasks[stage] = progress.add_task(stage, total=total)
-            progress.update(tasks[stage], completed=completed, total=total)
+            description = f"{stage}: {status}" if status else stage
+            progress.update(tasks[stage], completed=completed, total=total, description=description)
 
         yield update
         for task_id in tasks.values():
@@ -250,7 +257,7 @@ DROP_HELP = "Leave out rows with NaN or infinite values instead of stopping with
 
 @app.command()
 def train(
-    features: Path = typer.Argument(..., help=FEATURES_HELP),
+    features: Path = typer.Argument(..., help=FEATURES_HELP + " Or a folder of images with one subfolder per class, to train an image encoder first."),
     output: Path = typer.Option(..., "--output", "-o", help="Model file to write (.safetensors)."),
     labels: Optional[Path] = typer.Option(None, help="Label file (.meta/.txt, one integer per line, .csv or .npy); needed unless the feature file stores labels."),
     dim: Optional[int] = typer.Option(None, help=DIM_HELP),
@@ -275,11 +282,22 @@ def train(
     checkpoint_dir: Optional[Path] = typer.Option(None, help="Folder for a training checkpoint, written after every epoch, so that --resume can continue an interrupted run."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --checkpoint-dir; pass the same data and options as the interrupted run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    image_size: int = typer.Option(28, help="Images: side of the square they are resized to, in pixels."),
+    channels: int = typer.Option(1, help="Images: 1 to read them as grayscale, 3 as RGB."),
+    encoder_loss: EncoderLoss = typer.Option(EncoderLoss.softmax, help="Images: classification loss of the encoder."),
+    encoder_epochs: int = typer.Option(15, help="Images: encoder training epochs."),
+    skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Images: leave out files that cannot be decoded, with a warning, instead of stopping."),
 ) -> None:
-    """Learn to cluster from labelled embeddings and save the model."""
+    """Learn to cluster from labelled embeddings, or from a labelled image tree, and save the model.
+
+    Given a folder with one subfolder of images per class, it trains an image encoder on those
+    classes, extracts features with it and trains LANDER on them; the model file holds both.
+    """
     existed = output.exists()
     _check_output(output, overwrite)
     _check_checkpoint_dir(checkpoint_dir, resume)
+    if features.is_dir() and (labels is not None or dim is not None or allow_pickle):
+        _fail(f"{features} is an image folder, whose classes are its subfolders; --labels, --dim and --allow-pickle apply to feature files only")
 
     def describe_state() -> str:
         state = _unwritten(output, existed)
@@ -290,6 +308,24 @@ def train(
             return f"{state}; no epoch had finished, so {checkpoint_dir} contains no checkpoint yet"
         return f"{state}; the checkpoint of epoch {epoch} is in {checkpoint_dir}, so rerun the same command with --resume to continue"
 
+    lander_params = dict(
+        k=k, tau=tau, max_levels=max_levels, min_cluster_size=min_cluster_size,
+        train_knn=_parse_train_knn(train_knn), epochs=epochs, lr=lr, hidden=hidden, conv=conv.value,
+        validation_fraction=validation_fraction, validation_folds=validation_folds, refit=refit, knn_method=knn_method.value,
+        knn_params=_parse_knn_params(knn_param),
+    )
+    if features.is_dir():
+        if channels not in (1, 3):
+            _fail(f"--channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+        with _stop_on_interrupt(describe_state):
+            pipeline = ImageHiLander(
+                spec=EncoderSpec(in_channels=channels, image_size=image_size),
+                encoder_loss=encoder_loss.value, encoder_epochs=encoder_epochs, lander=lander_params,
+                device=device, random_state=seed,
+            )
+            _train_images(pipeline, features, output, skip_bad_images, checkpoint_dir, resume)
+        return
+
     with _stop_on_interrupt(describe_state):
         X, y = _read_inputs(features, labels, dim, allow_pickle, drop_nonfinite)
         if y is None:
@@ -297,12 +333,7 @@ def train(
         if y.shape[0] != X.shape[0]:
             source = labels if labels is not None else features
             _fail(f"{source} has {y.shape[0]} labels but {features} has {X.shape[0]} rows; pass one label per row")
-        estimator = HiLander(
-            k=k, tau=tau, max_levels=max_levels, min_cluster_size=min_cluster_size,
-            train_knn=_parse_train_knn(train_knn), epochs=epochs, lr=lr, hidden=hidden, conv=conv.value,
-            validation_fraction=validation_fraction, validation_folds=validation_folds, refit=refit, knn_method=knn_method.value,
-            knn_params=_parse_knn_params(knn_param), device=device, random_state=seed,
-        )
+        estimator = HiLander(**lander_params, device=device, random_state=seed)
         started = time.perf_counter()
         try:
             with _progress_display() as progress:
@@ -318,6 +349,32 @@ def train(
         f"trained in {time.perf_counter() - started:.1f} s; k={estimator.k_}, tau={estimator.tau_:.2f}, "
         f"levels={estimator.n_levels_}, min_cluster_size={estimator.min_cluster_size_}; validation pairwise F {validation['pairwise_f']:.3f}, "
         f"BCubed F {validation['bcubed_f']:.3f}"
+    )
+    console.print(f"model written to {output}")
+
+
+def _train_images(
+    pipeline: ImageHiLander, folder: Path, output: Path, skip_bad_images: bool, checkpoint_dir: Optional[Path], resume: bool
+) -> None:
+    """Read an image tree, fit encoder and LANDER on it and write the model."""
+    spec = pipeline.spec
+    started = time.perf_counter()
+    try:
+        with _progress_display() as progress:
+            data = load_image_folder(
+                folder, spec.image_size, spec.in_channels, "skip" if skip_bad_images else "raise", progress=progress
+            )
+            console.print(f"read {data.images.shape[0]} images of {len(data.class_names)} classes from {folder}")
+            pipeline.fit(data.images, data.labels, progress=progress, checkpoint_dir=checkpoint_dir, resume=resume)
+    except (ValueError, OSError) as error:
+        _fail(str(error))
+    _write_or_fail(output, lambda: pipeline.save(output))
+    lander = pipeline.lander_
+    timings = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in pipeline.timings_.items())
+    console.print(
+        f"trained in {time.perf_counter() - started:.1f} s ({timings}); k={lander.k_}, tau={lander.tau_:.2f}, "
+        f"levels={lander.n_levels_}, min_cluster_size={lander.min_cluster_size_}; validation pairwise F "
+        f"{lander.validation_['pairwise_f']:.3f}, BCubed F {lander.validation_['bcubed_f']:.3f}"
     )
     console.print(f"model written to {output}")
 
@@ -363,11 +420,20 @@ def cluster(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the memory estimate for this input and exit without clustering; exit 2 if it will not fit."),
     device: str = typer.Option("cpu", help="Torch device, such as cpu or cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file and its .json metadata."),
+    skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Images: give files that cannot be decoded the id -1, with a warning, instead of stopping."),
 ) -> None:
-    """Cluster embeddings with a trained model and write one cluster id per row."""
+    """Cluster embeddings, or images with an image model, and write one cluster id per row or image.
+
+    With a model trained on an image tree, FEATURES is a folder of images (ids follow the sorted
+    file names) or a text file with one image path per line (ids follow its lines).
+    """
     existed = output.exists()
     if not dry_run:
         _check_output(output, overwrite, companions=(metadata_path(output),))
+    if _is_image_model(model):
+        with _stop_on_interrupt(lambda: _unwritten(output, existed)):
+            _cluster_images(model, features, output, skip_bad_images, device, overwrite, dry_run)
+        return
     with _stop_on_interrupt(lambda: _unwritten(output, existed)):
         try:
             estimator = HiLander.load(model, device=device)
@@ -413,6 +479,66 @@ def cluster(
     console.print(
         f"{X.shape[0]} samples -> {num_clusters} clusters{dropped} in "
         f"{time.perf_counter() - started:.1f} s over {len(result.level_labels)} levels; written to {output}"
+    )
+
+
+def _is_image_model(model: Path) -> bool:
+    """Tell an image model (encoder and LANDER) from an embedding model by its header."""
+    try:
+        with safe_open(str(model), framework="pt", device="cpu") as handle:
+            return (handle.metadata() or {}).get("format") == "hilander-image-model"
+    except Exception:  # Unreadable files get HiLander.load's error message.
+        return False
+
+
+def _cluster_images(model: Path, source: Path, output: Path, skip_bad_images: bool, device: str, overwrite: bool, dry_run: bool) -> None:
+    """Embed the images of a folder or list file with the model's encoder and cluster them."""
+    try:
+        pipeline = ImageHiLander.load(model, device=device)
+    except (OSError, ValueError) as error:
+        _fail(str(error))
+    spec = pipeline.spec_
+    started = time.perf_counter()
+    with _progress_display() as progress:
+        try:
+            data = load_image_list(source, spec.image_size, spec.in_channels, "skip" if skip_bad_images else "raise", progress)
+        except (OSError, ValueError) as error:
+            _fail(str(error))
+        num_rows = len(data.paths) + len(data.skipped)
+        if dry_run:
+            estimate = pipeline.lander_.estimate_memory(len(data.paths), spec.embedding_dim)
+            console.print(f"clustering {len(data.paths)} images needs about {estimate.describe()}")
+            try:
+                check_memory(estimate, f"clustering {len(data.paths)} images")
+            except MemoryError as error:
+                _fail(str(error))
+            console.print("it fits in the memory available now; nothing was clustered (--dry-run)")
+            return
+        try:
+            result = pipeline.predict_hierarchy(data.images, progress)
+        except (ValueError, MemoryError) as error:
+            _fail(str(error))
+    # Skipped files keep their row, with id -1, so that row i is always the i-th listed image.
+    skipped = {path for path, _ in data.skipped}
+    labels = np.full(num_rows, -1, dtype=np.int64)
+    listed = [str(p) for p in list_images(source)]
+    row_of = {path: row for row, path in enumerate(listed)}
+    labels[[row_of[path] for path in data.paths]] = result.labels
+    num_clusters = int(np.unique(result.labels).shape[0])
+    metadata = _cluster_metadata(pipeline.lander_, model, source, result, num_clusters, len(skipped))
+    metadata["n_samples"] = num_rows
+    metadata["images"] = {
+        "order": "sorted file names" if source.is_dir() else "lines of the list file",
+        "skipped": sorted(skipped),
+        "image_size": spec.image_size,
+        "channels": spec.in_channels,
+        "embedding_dim": spec.embedding_dim,
+    }
+    _write_or_fail(output, lambda: save_labels(labels, output, overwrite=overwrite, metadata=metadata))
+    dropped = f" ({len(skipped)} undecodable files, id -1)" if skipped else ""
+    console.print(
+        f"{len(data.paths)} images -> {num_clusters} clusters{dropped} in {time.perf_counter() - started:.1f} s; "
+        f"written to {output}"
     )
 
 
@@ -489,6 +615,9 @@ def demo(
     """Fit on the meta-train classes of a dataset and cluster its unseen test classes."""
     if save_model is not None:
         _check_output(save_model, overwrite)
+    if dataset.value == "omniglot":
+        _demo_omniglot(data_dir, epochs, seed, save_model)
+        return
     try:
         split = load_open_set_split(dataset.value, data_dir)
     except (FileNotFoundError, ValueError) as error:
@@ -517,6 +646,43 @@ def demo(
         f"Fp {metrics['pairwise_f']:.4f}  Fb {metrics['bcubed_f']:.4f}  NMI {metrics['nmi']:.4f}  "
         f"clusters {metrics['n_clusters']} (true {metrics['n_classes']})\n"
         f"time: fit {fit_seconds:.1f} s, cluster {cluster_seconds:.1f} s, total {time.perf_counter() - started:.1f} s"
+    )
+
+
+def _demo_omniglot(data_dir: Optional[Path], epochs: int, seed: int, save_model: Optional[Path]) -> None:
+    """Train encoder and LANDER on Omniglot's background classes; cluster the evaluation classes."""
+    started = time.perf_counter()
+    try:
+        background = load_omniglot("background", data_dir)
+        evaluation = load_omniglot("evaluation", data_dir)
+    except (FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    console.print(
+        f"omniglot: training the encoder and LANDER on {background.images.shape[0]} images of "
+        f"{len(background.class_names)} background classes, clustering {evaluation.images.shape[0]} "
+        f"images of {len(evaluation.class_names)} evaluation classes (alphabets never seen)"
+    )
+    pipeline = ImageHiLander(lander=dict(epochs=epochs), random_state=seed)
+    with _progress_display() as progress:
+        pipeline.fit(background.images, background.labels, progress=progress)
+    fit_seconds = time.perf_counter() - started
+    clustered = time.perf_counter()
+    predicted = pipeline.predict(evaluation.images)
+    cluster_seconds = time.perf_counter() - clustered
+    metrics = evaluate_metrics(evaluation.labels, predicted)
+    if save_model is not None:
+        _write_or_fail(save_model, lambda: pipeline.save(save_model))
+    lander = pipeline.lander_
+    timings = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in pipeline.timings_.items())
+    out = Console()
+    out.print(_metrics_table("omniglot: unseen evaluation classes, from pixels", metrics))
+    out.print(
+        f"chosen on validation classes: epoch {lander.best_epoch_}, k={lander.k_}, tau={lander.tau_:.2f}, "
+        f"levels={lander.n_levels_}, min_cluster_size={lander.min_cluster_size_}\n"
+        f"Fp {metrics['pairwise_f']:.4f}  Fb {metrics['bcubed_f']:.4f}  NMI {metrics['nmi']:.4f}  "
+        f"clusters {metrics['n_clusters']} (true {metrics['n_classes']})\n"
+        f"time: fit {fit_seconds:.1f} s ({timings}), cluster {cluster_seconds:.1f} s, "
+        f"total {time.perf_counter() - started:.1f} s"
     )
 
 

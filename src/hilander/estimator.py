@@ -831,8 +831,13 @@ class HiLander:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the fitted model to one safetensors file (weights plus JSON settings), atomically."""
+        metadata, tensors = self._file_contents()
+        with atomic_path(Path(path)) as temporary:
+            save_file(tensors, str(temporary), metadata=metadata)
+
+    def _file_contents(self) -> tuple[dict, dict]:
+        """Return the safetensors header metadata and the tensors that :meth:`save` writes."""
         self._check_fitted()
-        path = Path(path)
         config = {
             "params": self.get_params(),
             "k_": self.k_,
@@ -850,8 +855,7 @@ class HiLander:
             "config": json.dumps(config),
         }
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.model_.state_dict().items()}
-        with atomic_path(path) as temporary:
-            save_file(tensors, str(temporary), metadata=metadata)
+        return metadata, tensors
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> "HiLander":
@@ -878,6 +882,11 @@ class HiLander:
                 f"{path} is not a hilander model file (safetensors could not read it: {error}); "
                 "pass a file written by HiLander.save or 'hilander train'"
             ) from None
+        if metadata.get("format") == "hilander-image-model":
+            raise ValueError(
+                f"{path} is an image model (encoder and LANDER); load it with ImageHiLander.load, "
+                "or pass it to 'hilander cluster' with an image folder"
+            )
         if metadata.get("format") != _FORMAT_NAME:
             raise ValueError(f"{path} is a safetensors file but not a hilander model (no '{_FORMAT_NAME}' header)")
         version_text = metadata.get("format_version", "")

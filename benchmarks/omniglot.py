@@ -1,0 +1,138 @@
+"""Omniglot from pixels: hilander's image pipeline against the baselines, side by side.
+
+For each seed, ``ImageHiLander`` trains its encoder and LANDER on the 964 background classes and
+clusters the 13,180 images of the 659 evaluation classes (alphabets it never saw). The baselines
+run twice: on the features of that same encoder, and on raw 28 x 28 pixels (flattened, scaled
+to unit L2 norm). Each baseline is tuned on the background classes only, as in
+``benchmarks.quality``.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.omniglot --seeds 0 1 2 --output benchmarks/results/omniglot.json
+
+k-means and Infomap depend on the seed, so they run once per seed, on that seed's features. The
+table shows medians with the range of the F-scores, as ``benchmarks.quality`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hilander import __version__
+from hilander._files import atomic_path
+from hilander.images import load_omniglot
+from hilander.metrics import evaluate
+from hilander.pipeline import ImageHiLander
+
+from .baselines import BASELINES
+from .quality import SEEDED, markdown_table, summarize
+
+logger = logging.getLogger("benchmarks.omniglot")
+
+DEFAULT_BASELINES = ("kmeans", "agglomerative", "hdbscan")
+
+
+def pixel_features(images: np.ndarray) -> np.ndarray:
+    """Flatten (N, 1, H, W) uint8 images into (N, H * W) float32 rows of unit L2 norm."""
+    rows = images.reshape(images.shape[0], -1).astype(np.float32) / 255.0
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / np.maximum(norms, 1e-12)
+
+
+def run_baseline(name: str, seed: int, train, train_labels, test, test_labels) -> tuple[dict, str, float]:
+    method = BASELINES[name](seed=seed) if name in SEEDED else BASELINES[name]()
+    started = time.perf_counter()
+    parameter = method.tune(train, train_labels)
+    predicted = method.run(test, parameter, int(np.unique(test_labels).shape[0]))
+    return evaluate(test_labels, predicted), method.describe(parameter), time.perf_counter() - started
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.omniglot", description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Seeds of the image pipeline and the seeded baselines.")
+    parser.add_argument("--baselines", nargs="+", default=list(DEFAULT_BASELINES), choices=list(BASELINES))
+    parser.add_argument("--no-pixels", action="store_true", help="Skip the baselines on raw pixels.")
+    parser.add_argument("--data-dir", default=None, help="Folder that contains omniglot/.")
+    parser.add_argument("--output", type=Path, default=None, help="Write the results as JSON here.")
+    parser.add_argument(
+        "--pipeline-params", type=json.loads, default={}, metavar="JSON",
+        help='ImageHiLander arguments as a JSON object, e.g. \'{"encoder_epochs": 2, "lander": {"epochs": 2}}\'.',
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("hilander").setLevel(logging.WARNING)
+    background = load_omniglot("background", args.data_dir)
+    evaluation = load_omniglot("evaluation", args.data_dir)
+
+    runs: dict[tuple[str, str], list[dict]] = {}
+
+    def record(features: str, method: str, seed: int, result: tuple[dict, str, float]) -> None:
+        metrics, setting, seconds = result
+        runs.setdefault((features, method), []).append({"seed": seed, "setting": setting, "metrics": metrics, "seconds": seconds})
+        logger.info("%s %s seed %d: pairwise F %.3f, BCubed F %.3f, %d clusters, %.0f s", features, method, seed,
+                    metrics["pairwise_f"], metrics["bcubed_f"], metrics["n_clusters"], seconds)
+
+    for seed in args.seeds:
+        started = time.perf_counter()
+        pipeline = ImageHiLander(**args.pipeline_params, random_state=seed)
+        pipeline.fit(background.images, background.labels)
+        predicted = pipeline.predict(evaluation.images)
+        seconds = time.perf_counter() - started
+        lander = pipeline.lander_
+        setting = (
+            f"k={lander.k_}, tau={lander.tau_:.2f}, levels={lander.n_levels_}, "
+            f"min_cluster_size={lander.min_cluster_size_}, epoch={lander.best_epoch_}"
+        )
+        record("pixels to clusters", "hilander", seed, (evaluate(evaluation.labels, predicted), setting, seconds))
+        train = pipeline.transform(background.images)
+        test = pipeline.transform(evaluation.images)
+        for name in args.baselines:
+            if name in SEEDED or seed == args.seeds[0]:
+                record("learned features", name, seed, run_baseline(name, seed, train, background.labels, test, evaluation.labels))
+
+    if not args.no_pixels:
+        train, test = pixel_features(background.images), pixel_features(evaluation.images)
+        for name in args.baselines:
+            for seed in args.seeds if name in SEEDED else args.seeds[:1]:
+                record("raw pixels", name, seed, run_baseline(name, seed, train, background.labels, test, evaluation.labels))
+
+    rows = []
+    for (features, method), method_runs in runs.items():
+        label = method if method == "hilander" else BASELINES[method].name
+        rows.append({
+            "dataset": f"omniglot ({features})",
+            "method": label,
+            "setting": "; ".join(dict.fromkeys(run["setting"] for run in method_runs)),
+            "metrics": summarize(method_runs),
+            "seconds": float(np.median([run["seconds"] for run in method_runs])),
+            "runs": method_runs,
+        })
+    print(markdown_table(rows))
+    if args.output is not None:
+        report = {
+            "date": date.today().isoformat(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+            "versions": {"hilander": __version__, "torch": torch.__version__, "numpy": np.__version__},
+            "pipeline_params": args.pipeline_params,
+            "rows": rows,
+        }
+        with atomic_path(args.output) as temporary:
+            temporary.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
