@@ -275,3 +275,42 @@ def test_cli_train_images_rejects_labels(tmp_path):
     result = CliRunner().invoke(app, ["train", str(tmp_path / "tree"), "-o", str(tmp_path / "m"), "--labels", "x.meta"])
     assert result.exit_code == 2
     assert "image folder" in result.output
+
+
+def test_pipeline_split_keeps_groups():
+    labels = np.repeat(np.arange(12), 3)
+    groups = labels // 3  # four groups of three classes
+    pipeline = ImageHiLander(encoder_fraction=0.5)
+    encoder_samples, lander_samples = pipeline._split_classes(labels, groups)
+    encoder_groups = set(groups[encoder_samples])
+    lander_groups = set(groups[lander_samples])
+    assert len(encoder_groups) == 2
+    assert len(lander_groups) == 2
+    assert not encoder_groups & lander_groups
+    assert np.array_equal(encoder_samples, ~lander_samples)
+
+
+def test_pipeline_split_rejects_bad_groups():
+    labels = np.repeat(np.arange(4), 2)
+    with pytest.raises(ValueError, match="spans 2 groups"):
+        ImageHiLander()._split_classes(labels, np.arange(8) % 2)
+    with pytest.raises(ValueError, match="encoder_fraction=0.9"):
+        ImageHiLander(encoder_fraction=0.9)._split_classes(labels, None)
+
+
+def test_pipeline_lander_classes_unseen(monkeypatch):
+    import hilander.pipeline
+
+    trained_on = []
+
+    def recording_train_encoder(images, labels, *args, **kwargs):
+        trained_on.append(np.unique(labels))
+        return train_encoder(images, labels, *args, **kwargs)
+
+    monkeypatch.setattr(hilander.pipeline, "train_encoder", recording_train_encoder)
+    torch.set_num_threads(1)
+    images, labels = _class_images(12, 8, 16, seed=10)
+    model = _small_pipeline().fit(images, labels)
+    assert model.lander_classes_.shape[0] == 6
+    assert trained_on[0].shape[0] == 6
+    assert not set(trained_on[0]) & set(model.lander_classes_)

@@ -664,7 +664,7 @@ def _demo_omniglot(data_dir: Optional[Path], epochs: int, seed: int, save_model:
     )
     pipeline = ImageHiLander(lander=dict(epochs=epochs), random_state=seed)
     with _progress_display() as progress:
-        pipeline.fit(background.images, background.labels, progress=progress)
+        pipeline.fit(background.images, background.labels, progress=progress, groups=background.groups)
     fit_seconds = time.perf_counter() - started
     clustered = time.perf_counter()
     predicted = pipeline.predict(evaluation.images)

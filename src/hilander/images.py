@@ -15,6 +15,7 @@ it is left out with a warning that names it, and its path is kept in :attr:`Imag
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from dataclasses import dataclass, field
@@ -61,6 +62,8 @@ class ImageSet:
         paths: N source paths (or ``omniglot/<split>/<class>/<drawer>`` names).
         class_names: class name by class id, or None.
         skipped: (path, reason) of each file that could not be decoded and was skipped.
+        groups: (N,) int64 group of each image, such as the alphabet of an Omniglot character,
+            or None.
     """
 
     images: np.ndarray
@@ -68,6 +71,7 @@ class ImageSet:
     paths: list[str]
     class_names: list[str] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    groups: np.ndarray | None = None
 
 
 def _check_options(image_size: int, channels: int, on_error: str) -> None:
@@ -288,6 +292,8 @@ def load_omniglot(split: str, data_dir: str | os.PathLike | None = None, image_s
     Pixels are inverted so that ink is 255 and the background 0, then each 105 x 105 image is
     resized to ``image_size`` with Lanczos filtering (28 is the usual size in few-shot work).
     Labels are the class index within the split, and images are ordered by class, then drawer.
+    ``groups`` gives each image's alphabet as an index into ``alphabets.csv`` when that file is
+    present.
 
     Raises:
         ValueError: for another ``split``.
@@ -296,7 +302,8 @@ def load_omniglot(split: str, data_dir: str | os.PathLike | None = None, image_s
     if split not in ("background", "evaluation"):
         raise ValueError(f"split must be 'background' or 'evaluation', got {split!r}")
     _check_options(image_size, 1, "raise")
-    with np.load(_find_omniglot(data_dir) / f"images_{split}.npz", allow_pickle=False) as arrays:
+    folder = _find_omniglot(data_dir)
+    with np.load(folder / f"images_{split}.npz", allow_pickle=False) as arrays:
         background = arrays["images"]
     num_classes, num_drawers = background.shape[:2]
     ink = np.where(background.reshape(-1, *background.shape[2:]), np.uint8(0), np.uint8(255))
@@ -310,4 +317,27 @@ def load_omniglot(split: str, data_dir: str | os.PathLike | None = None, image_s
     labels = np.repeat(np.arange(num_classes, dtype=np.int64), num_drawers)
     paths = [f"omniglot/{split}/{c}/{s}" for c in range(num_classes) for s in range(num_drawers)]
     class_names = [f"{split}-{c}" for c in range(num_classes)]
-    return ImageSet(ink[:, None, :, :], labels, paths, class_names)
+    groups = _omniglot_alphabets(folder / "alphabets.csv", split, num_classes)
+    return ImageSet(ink[:, None, :, :], labels, paths, class_names, groups=None if groups is None else groups[labels])
+
+
+def _omniglot_alphabets(path: Path, split: str, num_classes: int) -> np.ndarray | None:
+    """Return the alphabet index of each class of ``split``, or None without ``alphabets.csv``.
+
+    The file lists, per alphabet, its set and its first and last global character index
+    (1-based). Evaluation characters are numbered after the 964 background ones.
+    """
+    if not path.is_file():
+        return None
+    offset = 0 if split == "background" else 964
+    alphabet_of = np.full(num_classes, -1, dtype=np.int64)
+    with open(path, newline="", encoding="utf-8") as handle:
+        for index, row in enumerate(csv.DictReader(handle)):
+            if row["set"] != split:
+                continue
+            first, last = int(row["first_char_index"]) - 1 - offset, int(row["last_char_index"]) - offset
+            alphabet_of[first:last] = index
+    if (alphabet_of < 0).any():
+        logger.warning("%s does not assign every %s class to an alphabet; groups are left out", path, split)
+        return None
+    return alphabet_of

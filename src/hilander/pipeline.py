@@ -50,6 +50,11 @@ class ImageHiLander:
             (N, spec.embedding_dim) embeddings. It is not trained further.
         encoder_loss: ``"softmax"``, ``"cosface"`` or ``"arcface"``.
         encoder_epochs, encoder_batch_size, encoder_lr: encoder training settings.
+        encoder_fraction: share of the training classes that train the encoder. LANDER trains
+            on the features of the other classes, which the encoder has not seen, so that it
+            learns from features like those of the unseen classes it will cluster. 1.0 trains
+            both on all classes; LANDER then sees features of classes the encoder has fitted,
+            which are tighter than those of new classes.
         augment: random rotation, shift and zoom of training images.
         flip: mirror training images left to right too (for natural images, not characters).
         lander: settings of the :class:`~hilander.HiLander` that clusters the features, as a
@@ -62,6 +67,8 @@ class ImageHiLander:
         encoder_: the encoder, in eval mode.
         spec_: its :class:`~hilander.encoder.EncoderSpec`, with the pixel statistics.
         lander_: the fitted :class:`~hilander.HiLander`.
+        lander_classes_: the training classes whose features LANDER was fitted on (after ``fit``
+            only); with ``encoder_fraction`` below 1 the encoder never saw them.
         encoder_history_: per-epoch loss and throughput of the encoder training (empty for a
             given ``encoder``).
         timings_: seconds spent on each step of ``fit``.
@@ -75,6 +82,7 @@ class ImageHiLander:
         encoder_epochs: int = 15,
         encoder_batch_size: int = 128,
         encoder_lr: float = 2e-3,
+        encoder_fraction: float = 0.5,
         augment: bool = True,
         flip: bool = False,
         lander: dict | None = None,
@@ -88,6 +96,7 @@ class ImageHiLander:
         self.encoder_epochs = encoder_epochs
         self.encoder_batch_size = encoder_batch_size
         self.encoder_lr = encoder_lr
+        self.encoder_fraction = encoder_fraction
         self.augment = augment
         self.flip = flip
         self.lander = lander
@@ -105,6 +114,8 @@ class ImageHiLander:
                 "a given encoder needs spec=EncoderSpec(...) with its input size, channels, "
                 "embedding_dim and the pixel mean and std it expects"
             )
+        if not 0.0 < self.encoder_fraction <= 1.0:
+            raise ValueError(f"encoder_fraction must be in (0, 1], got {self.encoder_fraction!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.lander is not None and not isinstance(self.lander, dict):
@@ -116,21 +127,65 @@ class ImageHiLander:
         params.update(device=self.device, random_state=self.random_state)
         return HiLander(**params)
 
+    def _split_classes(self, labels: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
+        """Split the classes into those that train the encoder and those that train LANDER.
+
+        With ``groups``, whole groups go to one side, so that no group (an alphabet, say) is
+        seen by both. Returns two boolean masks over the samples.
+        """
+        classes, class_of = np.unique(labels, return_inverse=True)
+        if groups is None:
+            unit_of_class = np.arange(classes.shape[0])
+        else:
+            groups = np.asarray(groups)
+            if groups.shape != labels.shape:
+                raise ValueError(f"groups must have one entry per image, shape {labels.shape}, got {groups.shape}")
+            group_ids, group_of = np.unique(groups, return_inverse=True)
+            unit_of_class = np.full(classes.shape[0], -1)
+            for class_index in range(classes.shape[0]):
+                members = np.unique(group_of[class_of == class_index])
+                if members.shape[0] != 1:
+                    raise ValueError(
+                        f"class {classes[class_index]!r} spans {members.shape[0]} groups; each class must "
+                        "belong to one group"
+                    )
+                unit_of_class[class_index] = members[0]
+        units = np.unique(unit_of_class)
+        num_encoder = int(round(self.encoder_fraction * units.shape[0]))
+        if num_encoder < 1 or units.shape[0] - num_encoder < 2:
+            kind = "groups" if groups is not None else "classes"
+            raise ValueError(
+                f"encoder_fraction={self.encoder_fraction} of {units.shape[0]} {kind} leaves "
+                f"{num_encoder} for the encoder and {units.shape[0] - num_encoder} for LANDER, which needs "
+                "at least 2; use more classes or encoder_fraction=1.0"
+            )
+        rng = np.random.default_rng(self.random_state)
+        encoder_units = rng.permutation(units)[:num_encoder]
+        encoder_classes = np.isin(unit_of_class, encoder_units)
+        encoder_samples = encoder_classes[class_of]
+        return encoder_samples, ~encoder_samples
+
     def fit(
         self,
         images: np.ndarray,
         labels,
         progress: Callable | None = None,
         *,
+        groups=None,
         checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False,
     ) -> "ImageHiLander":
-        """Train the encoder on labelled images, extract their features and fit LANDER on them.
+        """Train the encoder on labelled images, extract features and fit LANDER on them.
+
+        With ``encoder_fraction`` below 1, the encoder trains on that share of the classes and
+        LANDER on the features of the rest.
 
         Args:
             images: (N, C, H, W) uint8 pixels of the meta-training classes, as read by
                 :mod:`hilander.images`.
             labels: (N,) class labels.
+            groups: optional (N,) group of each image, such as the alphabet of a character.
+                The split between encoder and LANDER classes then keeps each group on one side.
             progress: optional ``progress(stage, completed, total, status=None)`` callback.
             checkpoint_dir: folder for checkpoints of both trainings (``encoder/`` and
                 ``lander/`` inside it), so that an interrupted fit can resume.
@@ -146,10 +201,18 @@ class ImageHiLander:
         folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
         timings: dict[str, float] = {}
 
+        encoder_samples = lander_samples = np.ones(labels.shape[0], dtype=bool)
+        if self.encoder is None and self.encoder_fraction < 1.0:
+            encoder_samples, lander_samples = self._split_classes(labels, groups)
+            logger.info(
+                "encoder trains on %d classes, LANDER on %d others",
+                np.unique(labels[encoder_samples]).shape[0], np.unique(labels[lander_samples]).shape[0],
+            )
+
         started = time.perf_counter()
         if self.encoder is None:
             result = train_encoder(
-                images, labels, self.spec,
+                images[encoder_samples], labels[encoder_samples], self.spec,
                 loss=self.encoder_loss, epochs=self.encoder_epochs, batch_size=self.encoder_batch_size,
                 lr=self.encoder_lr, augment=self.augment, flip=self.flip, device=self.device,
                 seed=self.random_state, checkpoint_dir=folder / "encoder" if folder else None, resume=resume,
@@ -163,16 +226,17 @@ class ImageHiLander:
         timings["encoder"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        features = extract_features(self.encoder_, self.spec_, images, self.batch_size, progress=progress)
+        features = extract_features(self.encoder_, self.spec_, images[lander_samples], self.batch_size, progress=progress)
         timings["features"] = time.perf_counter() - started
 
         started = time.perf_counter()
         lander = self._new_lander()
         lander.fit(
-            features, labels, progress=progress,
+            features, labels[lander_samples], progress=progress,
             checkpoint_dir=folder / "lander" if folder else None, resume=resume,
         )
         self.lander_ = lander
+        self.lander_classes_ = np.unique(labels[lander_samples])
         timings["lander"] = time.perf_counter() - started
         self.timings_ = timings
         logger.info("fit took %s", ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
@@ -216,7 +280,10 @@ class ImageHiLander:
             "lander_config": lander_metadata["config"],
             "encoder_spec": json.dumps(spec),
             "encoder_training": json.dumps(
-                {"loss": self.encoder_loss, "epochs": self.encoder_epochs, "history": self.encoder_history_}
+                {
+                    "loss": self.encoder_loss, "epochs": self.encoder_epochs,
+                    "encoder_fraction": self.encoder_fraction, "history": self.encoder_history_,
+                }
             ),
         }
         tensors = {f"lander.{name}": value for name, value in lander_tensors.items()}
@@ -301,7 +368,7 @@ class ImageHiLander:
         training = json.loads(metadata.get("encoder_training", "{}"))
         estimator = cls(
             spec=spec, encoder=encoder, encoder_loss=training.get("loss", "softmax"),
-            encoder_epochs=training.get("epochs", 15), device=device, random_state=lander.random_state,
+            encoder_epochs=training.get("epochs", 15), encoder_fraction=training.get("encoder_fraction", 1.0), device=device, random_state=lander.random_state,
         )
         estimator.spec_ = spec
         estimator.encoder_ = network.to(device).eval()
