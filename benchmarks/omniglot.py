@@ -31,7 +31,7 @@ import torch
 
 from hilander import __version__
 from hilander._files import atomic_path
-from hilander.images import load_omniglot
+from hilander.images import ImageSet, load_omniglot
 from hilander.metrics import evaluate
 from hilander.pipeline import ImageHiLander
 
@@ -50,6 +50,15 @@ def pixel_features(images: np.ndarray) -> np.ndarray:
     return rows / np.maximum(norms, 1e-12)
 
 
+def first_classes(data: ImageSet, num_classes: int) -> ImageSet:
+    """Keep the images of the first ``num_classes`` classes."""
+    keep = data.labels < num_classes
+    return ImageSet(
+        data.images[keep], data.labels[keep], [p for p, k in zip(data.paths, keep) if k],
+        data.class_names[:num_classes], groups=None if data.groups is None else data.groups[keep],
+    )
+
+
 def run_baseline(name: str, seed: int, train, train_labels, test, test_labels) -> tuple[dict, str, float]:
     method = BASELINES[name](seed=seed) if name in SEEDED else BASELINES[name]()
     started = time.perf_counter()
@@ -66,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=None, help="Folder that contains omniglot/.")
     parser.add_argument("--output", type=Path, default=None, help="Write the results as JSON here.")
     parser.add_argument(
+        "--classes", type=int, default=None, metavar="N",
+        help="Use only the first N classes of each split (default: all), for a quick check.",
+    )
+    parser.add_argument(
         "--pipeline-params", type=json.loads, default={}, metavar="JSON",
         help='ImageHiLander arguments as a JSON object, e.g. \'{"encoder_epochs": 2, "lander": {"epochs": 2}}\'.',
     )
@@ -78,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("hilander").setLevel(logging.WARNING)
     background = load_omniglot("background", args.data_dir)
     evaluation = load_omniglot("evaluation", args.data_dir)
+    if args.classes is not None:
+        background, evaluation = first_classes(background, args.classes), first_classes(evaluation, args.classes)
 
     runs: dict[tuple[str, str], list[dict]] = {}
 

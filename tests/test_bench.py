@@ -141,3 +141,26 @@ def test_scaling_marks_over_budget_runs():
     assert result == {"status": "over budget", "seconds": 2}
     table = scaling.scaling_table([{"method": "kmeans", "n": 2_000_000, "result": result}])
     assert "| kmeans | 2,000,000 | over budget (budget 2 s) |" in table
+
+
+def test_omniglot_harness_small(tmp_path, capsys):
+    from benchmarks import omniglot
+    from hilander.images import load_omniglot
+
+    try:
+        load_omniglot("evaluation")
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    output = tmp_path / "omniglot.json"
+    params = '{"encoder_epochs": 1, "lander": {"epochs": 1, "hidden": 16, "validation_folds": 1, "train_knn": [[5, 2]]}}'
+    omniglot.main(["--classes", "40", "--baselines", "kmeans", "--pipeline-params", params, "--output", str(output)])
+    rows = json.loads(output.read_text())["rows"]
+    assert [(row["dataset"], row["method"]) for row in rows] == [
+        ("omniglot (pixels to clusters)", "hilander"),
+        ("omniglot (learned features)", "k-means (true k, oracle)"),
+        ("omniglot (raw pixels)", "k-means (true k, oracle)"),
+    ]
+    for row in rows:
+        assert row["metrics"]["n_classes"] == 40
+        assert 0.0 <= row["metrics"]["pairwise_f"] <= 1.0
+    assert "| omniglot (raw pixels) |" in capsys.readouterr().out

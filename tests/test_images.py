@@ -187,6 +187,7 @@ def test_omniglot_loader():
     assert evaluation.images.shape == (13180, 1, 28, 28)
     assert np.unique(evaluation.labels).shape[0] == 659
     assert evaluation.images.mean() < 60  # Ink is 255 on a 0 background, and most pixels are background.
+    assert np.unique(evaluation.groups).shape[0] == 20  # alphabets
 
 
 def _small_pipeline() -> ImageHiLander:
@@ -294,7 +295,7 @@ def test_pipeline_split_rejects_bad_groups():
     labels = np.repeat(np.arange(4), 2)
     with pytest.raises(ValueError, match="spans 2 groups"):
         ImageHiLander()._split_classes(labels, np.arange(8) % 2)
-    with pytest.raises(ValueError, match="encoder_fraction=0.9"):
+    with pytest.raises(ValueError, match="encoder_fraction=0.9 of 4 classes leaves 4 classes"):
         ImageHiLander(encoder_fraction=0.9)._split_classes(labels, None)
 
 

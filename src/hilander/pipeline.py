@@ -152,16 +152,18 @@ class ImageHiLander:
                 unit_of_class[class_index] = members[0]
         units = np.unique(unit_of_class)
         num_encoder = int(round(self.encoder_fraction * units.shape[0]))
-        if num_encoder < 1 or units.shape[0] - num_encoder < 2:
-            kind = "groups" if groups is not None else "classes"
-            raise ValueError(
-                f"encoder_fraction={self.encoder_fraction} of {units.shape[0]} {kind} leaves "
-                f"{num_encoder} for the encoder and {units.shape[0] - num_encoder} for LANDER, which needs "
-                "at least 2; use more classes or encoder_fraction=1.0"
-            )
         rng = np.random.default_rng(self.random_state)
         encoder_units = rng.permutation(units)[:num_encoder]
         encoder_classes = np.isin(unit_of_class, encoder_units)
+        num_encoder_classes = int(encoder_classes.sum())
+        num_lander_classes = classes.shape[0] - num_encoder_classes
+        if num_encoder_classes < 2 or num_lander_classes < 2:
+            kind = f" in {units.shape[0]} groups" if groups is not None else ""
+            raise ValueError(
+                f"encoder_fraction={self.encoder_fraction} of {classes.shape[0]} classes{kind} leaves "
+                f"{num_encoder_classes} classes for the encoder and {num_lander_classes} for LANDER, and "
+                "each needs at least 2; use more classes or encoder_fraction=1.0"
+            )
         encoder_samples = encoder_classes[class_of]
         return encoder_samples, ~encoder_samples
 
