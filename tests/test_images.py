@@ -192,7 +192,7 @@ def test_omniglot_loader():
 
 def _small_pipeline() -> ImageHiLander:
     return ImageHiLander(
-        spec=SMALL_SPEC, encoder_loss="softmax", encoder_epochs=4, encoder_batch_size=32, encoder_lr=5e-3,
+        spec=SMALL_SPEC, encoder_loss="softmax", encoder_epochs=4, encoder_batch_size=32, encoder_lr=5e-3, encoder_fraction=0.5,
         lander=dict(epochs=2, hidden=16, train_knn=((5, 2),), validation_folds=1, validation_fraction=0.3),
     )
 

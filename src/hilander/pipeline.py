@@ -82,7 +82,7 @@ class ImageHiLander:
         encoder_epochs: int = 15,
         encoder_batch_size: int = 128,
         encoder_lr: float = 2e-3,
-        encoder_fraction: float = 0.5,
+        encoder_fraction: float = 0.7,
         augment: bool = True,
         flip: bool = False,
         lander: dict | None = None,
