@@ -29,8 +29,9 @@ from .data import load_features, load_labels, metadata_path, save_labels
 from .datasets import DATASETS, load_open_set_split
 from .encoder import ENCODER_LOSSES, EncoderSpec
 from .estimator import HiLander
+from .features import extract_features_from_paths
 from .graph import KNN_METHODS
-from .images import list_images, load_image_folder, load_image_list, load_omniglot
+from .images import list_images, load_image_folder, load_omniglot
 from .pipeline import ImageHiLander
 from .resources import check_memory
 from .metrics import evaluate as evaluate_metrics
@@ -52,7 +53,7 @@ class Conv(str, Enum):
 KnnMethod = Enum("KnnMethod", {name: name for name in KNN_METHODS}, type=str)
 
 
-# Derived from DATASETS so that a dataset added to the loader appears in --dataset too; omniglot
+# Derived from DATASETS so that a dataset added to the loader appears in --dataset too. omniglot
 # is the image dataset, which the demo runs through the encoder first.
 Dataset = Enum("Dataset", {name: name for name in (*DATASETS, "omniglot")}, type=str)
 EncoderLoss = Enum("EncoderLoss", {name: name for name in ENCODER_LOSSES}, type=str)
@@ -292,7 +293,7 @@ def train(
     """Learn to cluster from labelled embeddings, or from a labelled image tree, and save the model.
 
     Given a folder with one subfolder of images per class, it trains an image encoder on those
-    classes, extracts features with it and trains LANDER on them; the model file holds both.
+    classes, extracts features with it and trains LANDER on them. The model file contains both.
     """
     existed = output.exists()
     _check_output(output, overwrite)
@@ -500,38 +501,43 @@ def _cluster_images(model: Path, source: Path, output: Path, skip_bad_images: bo
     except (OSError, ValueError) as error:
         _fail(str(error))
     spec = pipeline.spec_
+    try:
+        paths = list_images(source)
+    except (OSError, ValueError) as error:
+        _fail(str(error))
+    if dry_run:
+        estimate = pipeline.lander_.estimate_memory(len(paths), spec.embedding_dim)
+        console.print(f"clustering {len(paths)} images needs about {estimate.describe()} after feature extraction")
+        try:
+            check_memory(estimate, f"clustering {len(paths)} images")
+        except MemoryError as error:
+            _fail(str(error))
+        console.print("it fits in the memory available now; nothing was clustered (--dry-run)")
+        return
+
     started = time.perf_counter()
+    on_error = "skip" if skip_bad_images else "raise"
     with _progress_display() as progress:
         try:
-            data = load_image_list(source, spec.image_size, spec.in_channels, "skip" if skip_bad_images else "raise", progress)
-        except (OSError, ValueError) as error:
+            # Images are decoded batch by batch, so only the features of all images are in memory.
+            features, positions = extract_features_from_paths(
+                pipeline.encoder_, spec, paths, pipeline.batch_size, on_error, progress=progress
+            )
+            result = pipeline.lander_.predict_hierarchy(features)
+        except (OSError, ValueError, MemoryError) as error:
             _fail(str(error))
-        num_rows = len(data.paths) + len(data.skipped)
-        if dry_run:
-            estimate = pipeline.lander_.estimate_memory(len(data.paths), spec.embedding_dim)
-            console.print(f"clustering {len(data.paths)} images needs about {estimate.describe()}")
-            try:
-                check_memory(estimate, f"clustering {len(data.paths)} images")
-            except MemoryError as error:
-                _fail(str(error))
-            console.print("it fits in the memory available now; nothing was clustered (--dry-run)")
-            return
-        try:
-            result = pipeline.predict_hierarchy(data.images, progress)
-        except (ValueError, MemoryError) as error:
-            _fail(str(error))
+
     # Skipped files keep their row, with id -1, so that row i is always the i-th listed image.
-    skipped = {path for path, _ in data.skipped}
-    labels = np.full(num_rows, -1, dtype=np.int64)
-    listed = [str(p) for p in list_images(source)]
-    row_of = {path: row for row, path in enumerate(listed)}
-    labels[[row_of[path] for path in data.paths]] = result.labels
+    labels = np.full(len(paths), -1, dtype=np.int64)
+    labels[positions] = result.labels
+    skipped = sorted(set(str(path) for path in paths) - {str(paths[i]) for i in positions})
+
     num_clusters = int(np.unique(result.labels).shape[0])
     metadata = _cluster_metadata(pipeline.lander_, model, source, result, num_clusters, len(skipped))
-    metadata["n_samples"] = num_rows
+    metadata["n_samples"] = len(paths)
     metadata["images"] = {
         "order": "sorted file names" if source.is_dir() else "lines of the list file",
-        "skipped": sorted(skipped),
+        "skipped": skipped,
         "image_size": spec.image_size,
         "channels": spec.in_channels,
         "embedding_dim": spec.embedding_dim,
@@ -539,7 +545,7 @@ def _cluster_images(model: Path, source: Path, output: Path, skip_bad_images: bo
     _write_or_fail(output, lambda: save_labels(labels, output, overwrite=overwrite, metadata=metadata))
     dropped = f" ({len(skipped)} undecodable files, id -1)" if skipped else ""
     console.print(
-        f"{len(data.paths)} images -> {num_clusters} clusters{dropped} in {time.perf_counter() - started:.1f} s; "
+        f"{positions.shape[0]} images -> {num_clusters} clusters{dropped} in {time.perf_counter() - started:.1f} s; "
         f"written to {output}"
     )
 
@@ -664,6 +670,7 @@ def _demo_omniglot(data_dir: Optional[Path], epochs: int, seed: int, save_model:
         f"{len(background.class_names)} background classes, clustering {evaluation.images.shape[0]} "
         f"images of {len(evaluation.class_names)} evaluation classes (alphabets never seen)"
     )
+
     pipeline = ImageHiLander(lander=dict(epochs=epochs), random_state=seed)
     with _progress_display() as progress:
         pipeline.fit(background.images, background.labels, progress=progress, groups=background.groups)
@@ -674,6 +681,7 @@ def _demo_omniglot(data_dir: Optional[Path], epochs: int, seed: int, save_model:
     metrics = evaluate_metrics(evaluation.labels, predicted)
     if save_model is not None:
         _write_or_fail(save_model, lambda: pipeline.save(save_model))
+
     lander = pipeline.lander_
     timings = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in pipeline.timings_.items())
     out = Console()

@@ -20,7 +20,7 @@ from ._files import atomic_path
 from .encoder import EncoderSpec, normalize_pixels
 from .images import iter_image_batches
 
-__all__ = ["extract_features", "extract_features_to_file"]
+__all__ = ["extract_features", "extract_features_from_paths", "extract_features_to_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,50 @@ def extract_features(
     return output
 
 
+def _embedded_batches(encoder, spec: EncoderSpec, paths, batch_size: int, on_error: str, device, progress):
+    """Yield (embeddings, positions) per batch of decodable files, reporting progress per batch."""
+    device = torch.device(device) if device is not None else next(encoder.parameters()).device
+    encoder.eval().to(device)
+    batches = iter_image_batches(paths, batch_size, spec.image_size, spec.in_channels, on_error)
+    for batch_number, (batch, positions) in enumerate(batches, start=1):
+        if batch.shape[0]:
+            yield _embed(encoder, spec, batch, device), positions
+        if progress is not None:
+            progress("extracting features", min(batch_number * batch_size, len(paths)), len(paths))
+
+
+def extract_features_from_paths(
+    encoder: nn.Module,
+    spec: EncoderSpec,
+    paths: list[str | os.PathLike],
+    batch_size: int = 512,
+    on_error: str = "raise",
+    device: str | torch.device | None = None,
+    progress: Callable | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode image files batch by batch and embed them, holding only the features in memory.
+
+    Args:
+        paths: image files.
+        on_error: ``"raise"`` or ``"skip"`` for files that cannot be decoded.
+        encoder, spec, batch_size, device, progress: as in :func:`extract_features`.
+
+    Returns:
+        (features, positions): (M, D) float32 unit-norm rows and the (M,) int64 positions in
+        ``paths`` they belong to. M < len(paths) when files were skipped.
+    """
+    features = np.empty((len(paths), spec.embedding_dim), dtype=np.float32)
+    kept: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
+    written = 0
+    for embeddings, positions in _embedded_batches(encoder, spec, paths, batch_size, on_error, device, progress):
+        features[written : written + embeddings.shape[0]] = embeddings
+        written += embeddings.shape[0]
+        kept.append(positions)
+    if written < len(paths):
+        logger.warning("%d of %d images could not be decoded and were skipped", len(paths) - written, len(paths))
+    return features[:written], np.concatenate(kept)
+
+
 def extract_features_to_file(
     encoder: nn.Module,
     spec: EncoderSpec,
@@ -104,35 +148,25 @@ def extract_features_to_file(
         encoder, spec, batch_size, device, progress: as in :func:`extract_features`.
 
     Returns:
-        (M,) int64 positions in ``paths`` of the rows written; M < len(paths) when files were skipped.
+        (M,) int64 positions in ``paths`` of the rows written. M < len(paths) when files were skipped.
     """
     output = Path(output)
     if output.suffix != ".npy":
         raise ValueError(f"output must be a .npy file, got {output}")
-    device = torch.device(device) if device is not None else next(encoder.parameters()).device
-    encoder.eval().to(device)
-    kept: list[np.ndarray] = []
+    kept: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
     with atomic_path(output) as temporary:
         rows = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=(len(paths), spec.embedding_dim))
         written = 0
-        batches = iter_image_batches(paths, batch_size, spec.image_size, spec.in_channels, on_error)
-        for batch_number, (batch, positions) in enumerate(batches, start=1):
-            if batch.shape[0]:
-                rows[written : written + batch.shape[0]] = _embed(encoder, spec, batch, device)
-                written += batch.shape[0]
-                kept.append(positions)
-            if progress is not None:
-                progress("extracting features", min(batch_number * batch_size, len(paths)), len(paths))
+        for embeddings, positions in _embedded_batches(encoder, spec, paths, batch_size, on_error, device, progress):
+            rows[written : written + embeddings.shape[0]] = embeddings
+            written += embeddings.shape[0]
+            kept.append(positions)
         rows.flush()
         del rows
         if written < len(paths):
             # Rewrite the file with only the rows that were filled, so that no row is left at zero.
             logger.warning("%d of %d images could not be decoded and were skipped", len(paths) - written, len(paths))
             filled = np.array(np.load(temporary, mmap_mode="r")[:written])
-            _save_npy(temporary, filled)
-    return np.concatenate(kept) if kept else np.empty(0, dtype=np.int64)
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as handle:
-        np.save(handle, array)
+            with open(temporary, "wb") as handle:
+                np.save(handle, filled)
+    return np.concatenate(kept)

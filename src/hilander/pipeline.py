@@ -52,9 +52,9 @@ class ImageHiLander:
         encoder_epochs, encoder_batch_size, encoder_lr: encoder training settings.
         encoder_fraction: share of the training classes that train the encoder. LANDER trains
             on the features of the other classes, which the encoder has not seen, so that it
-            learns from features like those of the unseen classes it will cluster. 1.0 trains
-            both on all classes; LANDER then sees features of classes the encoder has fitted,
-            which are tighter than those of new classes.
+            learns from features like those of the unseen classes it will cluster. With 1.0 both
+            train on all classes, so LANDER learns from features of classes the encoder has
+            fitted, which are tighter than those of new classes.
         augment: random rotation, shift and zoom of training images.
         flip: mirror training images left to right too (for natural images, not characters).
         lander: settings of the :class:`~hilander.HiLander` that clusters the features, as a
