@@ -286,7 +286,7 @@ def train(
     image_size: int = typer.Option(28, help="Images: side of the square they are resized to, in pixels."),
     channels: int = typer.Option(1, help="Images: 1 to read them as grayscale, 3 as RGB."),
     encoder_loss: EncoderLoss = typer.Option(EncoderLoss.softmax, help="Images: classification loss of the encoder."),
-    encoder_epochs: int = typer.Option(15, help="Images: encoder training epochs."),
+    encoder_epochs: int = typer.Option(25, help="Images: encoder training epochs."),
     encoder_fraction: float = typer.Option(0.7, help="Images: share of the classes that train the encoder; LANDER trains on the features of the other classes. 1.0 uses all classes for both."),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Images: leave out files that cannot be decoded, with a warning, instead of stopping."),
 ) -> None:

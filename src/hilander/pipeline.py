@@ -79,7 +79,7 @@ class ImageHiLander:
         spec: EncoderSpec | None = None,
         encoder: nn.Module | None = None,
         encoder_loss: str = "softmax",
-        encoder_epochs: int = 15,
+        encoder_epochs: int = 25,
         encoder_batch_size: int = 128,
         encoder_lr: float = 2e-3,
         encoder_fraction: float = 0.7,
@@ -370,7 +370,7 @@ class ImageHiLander:
         training = json.loads(metadata.get("encoder_training", "{}"))
         estimator = cls(
             spec=spec, encoder=encoder, encoder_loss=training.get("loss", "softmax"),
-            encoder_epochs=training.get("epochs", 15), encoder_fraction=training.get("encoder_fraction", 1.0), device=device, random_state=lander.random_state,
+            encoder_epochs=training.get("epochs", 25), encoder_fraction=training.get("encoder_fraction", 1.0), device=device, random_state=lander.random_state,
         )
         estimator.spec_ = spec
         estimator.encoder_ = network.to(device).eval()
