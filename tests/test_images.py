@@ -11,7 +11,7 @@ from PIL import Image
 
 from hilander import HiLander
 from hilander.encoder import EncoderSpec, augment_batch, train_encoder
-from hilander.features import extract_features, extract_features_to_file
+from hilander.features import extract_features, extract_features_from_paths, extract_features_to_file
 from hilander.images import load_image_folder, load_image_list, load_omniglot
 from hilander.pipeline import ImageHiLander
 
@@ -177,6 +177,12 @@ def test_features_shape_dtype_norm(tmp_path):
     assert written.shape == (15, 16)
     assert 2 not in kept
     np.testing.assert_allclose(written, features, atol=1e-5)
+
+    in_memory, positions = extract_features_from_paths(result.encoder, result.spec, paths, batch_size=4, on_error="skip")
+    np.testing.assert_array_equal(positions, kept)
+    np.testing.assert_allclose(in_memory, features, atol=1e-5)
+    with pytest.raises(OSError, match="bad.png"):
+        extract_features_from_paths(result.encoder, result.spec, paths, batch_size=4)
 
 
 def test_omniglot_loader():
