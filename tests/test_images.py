@@ -321,3 +321,53 @@ def test_pipeline_lander_classes_unseen(monkeypatch):
     assert model.lander_classes_.shape[0] == 6
     assert trained_on[0].shape[0] == 6
     assert not set(trained_on[0]) & set(model.lander_classes_)
+
+
+def test_truncated_image_named(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, size=(64, 64), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "whole.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "whole.png").read_bytes()[:200])
+    with pytest.raises(OSError, match="cut.png: OSError: image file is truncated"):
+        load_image_list(tmp_path)
+
+
+def test_image_list_rejects_feature_file(tmp_path):
+    np.save(tmp_path / "features.npy", np.zeros((3, 4), np.float32))
+    with pytest.raises(ValueError, match="is a feature file"):
+        load_image_list(tmp_path / "features.npy")
+
+
+def test_cli_wrong_input_kind(tmp_path):
+    from typer.testing import CliRunner
+
+    from hilander.cli import app
+
+    runner = CliRunner()
+    features = tmp_path / "f.npy"
+    np.save(features, np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32))
+    (tmp_path / "images").mkdir()
+    result = runner.invoke(app, ["train", str(features), "--labels", str(tmp_path / "images"), "-o", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert "is a folder; --labels takes a label file" in result.output
+
+
+def test_cli_interrupt_names_image_checkpoints(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import hilander.pipeline
+    from hilander.cli import app
+
+    images, labels = _class_images(8, 6, 16, seed=11)
+    _write_tree(tmp_path / "train", images, labels)
+    def interrupted_fit(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hilander.pipeline.HiLander, "fit", interrupted_fit)
+    result = CliRunner().invoke(
+        app,
+        ["train", str(tmp_path / "train"), "-o", str(tmp_path / "m.safetensors"), "--image-size", "16",
+         "--encoder-epochs", "1", "--checkpoint-dir", str(tmp_path / "ck")],
+    )
+    assert result.exit_code == 130
+    assert f"encoder epoch 1 in {tmp_path / 'ck' / 'encoder'}" in result.output
+    assert "--resume" in result.output

@@ -173,6 +173,13 @@ def _progress_display():
 def _read_inputs(
     features: Path, labels: Optional[Path], dim: Optional[int], allow_pickle: bool, allow_nonfinite: bool = False
 ):
+    if features.is_dir():
+        _fail(
+            f"{features} is a folder, but this model reads feature files; to cluster images, use a model "
+            "trained on an image tree ('hilander train IMAGE_TREE -o model.safetensors')"
+        )
+    if labels is not None and labels.is_dir():
+        _fail(f"{labels} is a folder; --labels takes a label file with one label per sample")
     try:
         X, y = load_features(features, dim=dim, allow_pickle=allow_pickle, allow_nonfinite=allow_nonfinite)
         if labels is not None:
@@ -305,6 +312,16 @@ def train(
         state = _unwritten(output, existed)
         if checkpoint_dir is None:
             return f"{state}; pass --checkpoint-dir to make a long run resumable"
+        if features.is_dir():
+            # Image training keeps the encoder's and LANDER's checkpoints in two subfolders.
+            found = [
+                f"{stage} epoch {epoch} in {checkpoint_dir / stage}"
+                for stage in ("encoder", "lander")
+                if (epoch := checkpoint_epoch(checkpoint_dir / stage)) is not None
+            ]
+            if not found:
+                return f"{state}; no epoch had finished, so {checkpoint_dir} contains no checkpoint yet"
+            return f"{state}; checkpoints of {' and '.join(found)}, so rerun the same command with --resume to continue"
         epoch = checkpoint_epoch(checkpoint_dir)
         if epoch is None:
             return f"{state}; no epoch had finished, so {checkpoint_dir} contains no checkpoint yet"

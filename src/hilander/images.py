@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 _MODES = {1: "L", 3: "RGB"}
 _ON_ERROR = ("raise", "skip")
+# Suffixes of the feature files that hilander reads, which an image model cannot take.
+_FEATURE_SUFFIXES = frozenset({".npy", ".npz", ".bin", ".pkl", ".pickle", ".csv", ".tsv"})
 
 _OMNIGLOT_HOW_TO_GET = (
     "The Omniglot arrays are not found. Pass the folder that contains 'omniglot/' with --data-dir "
@@ -96,9 +98,11 @@ def decode_image(path: str | os.PathLike, image_size: int, channels: int) -> np.
         with Image.open(path) as image:
             image = image.convert(_MODES[channels]).resize((image_size, image_size), Image.Resampling.LANCZOS)
             pixels = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        # Pillow raises these for truncated, corrupt or oversized files.
-        raise OSError(f"cannot decode image {path}: {error}") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        # Pillow raises these for missing, truncated, corrupt or oversized files; the message
+        # of some (such as "image file is truncated") does not name the file.
+        name = str(error) if isinstance(error, UnidentifiedImageError) else f"{type(error).__name__}: {error}"
+        raise OSError(f"cannot decode image {path}: {name}") from None
     if channels == 1:
         return pixels[None, :, :]
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
@@ -180,6 +184,12 @@ def load_image_folder(
     class_names: list[str] = []
     for class_dir in class_dirs:
         files = image_paths(class_dir)
+        nested = [path.name for path in class_dir.iterdir() if path.is_dir() and not path.name.startswith(".")]
+        if nested:
+            logger.warning(
+                "class folder %s contains subfolders (%s); their images are not read, since each class "
+                "is one folder of image files", class_dir, ", ".join(sorted(nested)[:5]),
+            )
         if not files:
             logger.warning("class folder %s contains no image files; it is left out", class_dir)
             continue
@@ -219,7 +229,15 @@ def list_images(source: str | os.PathLike) -> list[Path]:
     if source.is_dir():
         paths = image_paths(source)
     elif source.is_file():
-        paths = _list_file_paths(source)
+        if source.suffix.lower() in _FEATURE_SUFFIXES:
+            raise ValueError(
+                f"{source} is a feature file, but an image model reads a folder of images or a text "
+                "file with one image path per line; cluster feature files with a model trained on features"
+            )
+        try:
+            paths = _list_file_paths(source)
+        except UnicodeDecodeError:
+            raise ValueError(f"{source} is not a UTF-8 text file with one image path per line") from None
     else:
         raise FileNotFoundError(f"image folder or list file not found: {source}")
     if not paths:

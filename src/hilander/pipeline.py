@@ -206,10 +206,17 @@ class ImageHiLander:
         encoder_samples = lander_samples = np.ones(labels.shape[0], dtype=bool)
         if self.encoder is None and self.encoder_fraction < 1.0:
             encoder_samples, lander_samples = self._split_classes(labels, groups)
+            num_lander_classes = np.unique(labels[lander_samples]).shape[0]
             logger.info(
                 "encoder trains on %d classes, LANDER on %d others",
-                np.unique(labels[encoder_samples]).shape[0], np.unique(labels[lander_samples]).shape[0],
+                np.unique(labels[encoder_samples]).shape[0], num_lander_classes,
             )
+            if num_lander_classes < 10:
+                logger.warning(
+                    "encoder_fraction=%s leaves LANDER only %d classes, too few to validate its settings "
+                    "on held-out classes; give more training classes or a lower encoder_fraction "
+                    "(--encoder-fraction)", self.encoder_fraction, num_lander_classes,
+                )
 
         started = time.perf_counter()
         if self.encoder is None:
