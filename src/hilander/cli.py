@@ -560,7 +560,7 @@ def _cluster_images(model: Path, source: Path, output: Path, skip_bad_images: bo
         "embedding_dim": spec.embedding_dim,
     }
     _write_or_fail(output, lambda: save_labels(labels, output, overwrite=overwrite, metadata=metadata))
-    dropped = f" ({len(skipped)} undecodable files, id -1)" if skipped else ""
+    dropped = f" ({len(skipped)} undecodable file{'s' if len(skipped) != 1 else ''}, id -1)" if skipped else ""
     console.print(
         f"{positions.shape[0]} images -> {num_clusters} clusters{dropped} in {time.perf_counter() - started:.1f} s; "
         f"written to {output}"
