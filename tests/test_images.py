@@ -272,6 +272,18 @@ def test_cli_train_and_cluster_images(tmp_path):
     metadata = json.loads((tmp_path / "clusters.txt.json").read_text())
     assert metadata["images"]["skipped"] == [str(folder / "05.png")]
 
+    named = tmp_path / "clusters.tsv"
+    result = runner.invoke(app, ["cluster", str(model), str(folder), "-o", str(named), "--skip-bad-images"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split("\t") for line in named.read_text().splitlines()]
+    assert rows[0] == ["path", "cluster_id"]
+    assert rows[6] == [str(folder / "05.png"), "-1"]
+    assert [int(cluster) for _, cluster in rows[1:]] == ids
+
+    result = runner.invoke(app, ["cluster", str(model), str(folder), "-o", str(tmp_path / "x.txt"), "--dim", "4"])
+    assert result.exit_code == 2
+    assert "apply to feature files only" in result.output
+
 
 def test_cli_train_images_rejects_labels(tmp_path):
     from typer.testing import CliRunner

@@ -429,8 +429,8 @@ def _write_or_fail(path: Path, write) -> None:
 @app.command()
 def cluster(
     model: Path = typer.Argument(..., help="Model file written by 'hilander train'."),
-    features: Path = typer.Argument(..., help=FEATURES_HELP),
-    output: Path = typer.Option(..., "--output", "-o", help="Output: one cluster id per input row (.txt/.meta text, or .npy), plus run details in OUTPUT.json."),
+    features: Path = typer.Argument(..., help=FEATURES_HELP + " With an image model: a folder of images or a text file with one image path per line."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output: one cluster id per input row (.txt/.meta text, or .npy), plus run details in OUTPUT.json. For images, .csv or .tsv writes each image's path beside its id."),
     dim: Optional[int] = typer.Option(None, help="Feature dimension of a raw float32 .bin file. Default: the model's."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help=DROP_HELP + " Their cluster id is -1."),
@@ -451,8 +451,17 @@ def cluster(
     if not dry_run:
         _check_output(output, overwrite, companions=(metadata_path(output),))
     if _is_image_model(model):
+        if dim is not None or allow_pickle or drop_nonfinite:
+            _fail(f"{model} is an image model, which reads images; --dim, --allow-pickle and --drop-nonfinite apply to feature files only")
+        settings = {}
+        if knn_method is not None:
+            settings["knn_method"] = knn_method.value
+        if knn_param:
+            settings["knn_params"] = _parse_knn_params(knn_param)
+        if chunk_size is not None:
+            settings["chunk_size"] = chunk_size
         with _stop_on_interrupt(lambda: _unwritten(output, existed)):
-            _cluster_images(model, features, output, skip_bad_images, device, overwrite, dry_run)
+            _cluster_images(model, features, output, skip_bad_images, device, overwrite, dry_run, settings)
         return
     with _stop_on_interrupt(lambda: _unwritten(output, existed)):
         try:
@@ -511,10 +520,16 @@ def _is_image_model(model: Path) -> bool:
         return False
 
 
-def _cluster_images(model: Path, source: Path, output: Path, skip_bad_images: bool, device: str, overwrite: bool, dry_run: bool) -> None:
-    """Embed the images of a folder or list file with the model's encoder and cluster them."""
+def _cluster_images(
+    model: Path, source: Path, output: Path, skip_bad_images: bool, device: str, overwrite: bool, dry_run: bool, settings: dict
+) -> None:
+    """Embed the images of a folder or list file with the model's encoder and cluster them.
+
+    A ``.csv`` or ``.tsv`` output gets each image's path beside its cluster id.
+    """
     try:
         pipeline = ImageHiLander.load(model, device=device)
+        pipeline.lander_.set_params(**settings)
     except (OSError, ValueError) as error:
         _fail(str(error))
     spec = pipeline.spec_
@@ -559,7 +574,8 @@ def _cluster_images(model: Path, source: Path, output: Path, skip_bad_images: bo
         "channels": spec.in_channels,
         "embedding_dim": spec.embedding_dim,
     }
-    _write_or_fail(output, lambda: save_labels(labels, output, overwrite=overwrite, metadata=metadata))
+    names = [str(path) for path in paths]
+    _write_or_fail(output, lambda: save_labels(labels, output, overwrite=overwrite, metadata=metadata, row_names=names))
     dropped = f" ({len(skipped)} undecodable file{'s' if len(skipped) != 1 else ''}, id -1)" if skipped else ""
     console.print(
         f"{positions.shape[0]} images -> {num_clusters} clusters{dropped} in {time.perf_counter() - started:.1f} s; "

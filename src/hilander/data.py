@@ -20,6 +20,7 @@ Text files must be UTF-8 (ASCII included); a UTF-8 byte order mark is ignored.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -380,8 +381,12 @@ def save_labels(
     path: str | os.PathLike,
     overwrite: bool = False,
     metadata: dict | None = None,
+    row_names: list[str] | None = None,
 ) -> None:
     """Write one integer label per line (``.npy`` for a NumPy array), atomically.
+
+    With ``row_names`` and a ``.csv`` or ``.tsv`` path, each line is the row's name and its label,
+    under a ``path,cluster_id`` header (tab-separated for ``.tsv``).
 
     The labels go to a temporary file in the destination folder that is renamed over ``path``,
     so an interrupted write leaves either the previous file or the complete new one.
@@ -400,6 +405,12 @@ def save_labels(
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(labels, dtype=np.int64), allow_pickle=False)
         content = buffer.getvalue()
+    elif row_names is not None and path.suffix.lower() in _CSV_DELIMITERS:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter=_CSV_DELIMITERS[path.suffix.lower()], lineterminator="\n")
+        writer.writerow(["path", "cluster_id"])
+        writer.writerows(zip(row_names, (int(v) for v in labels)))
+        content = buffer.getvalue().encode("utf-8")
     else:
         content = "".join(f"{int(v)}\n" for v in labels).encode("ascii")
     with atomic_path(path) as temporary:
