@@ -6,10 +6,13 @@ training::
     from hilander import HiLander
     model = HiLander().fit(X_train, y_train)
     cluster_ids = model.predict(X_new)
+
+``ImageHiLander`` runs the whole method from pixels: it trains an image encoder first.
 """
 
 __version__ = "0.1.0"
 
 from .estimator import HiLander  # noqa: E402  (the estimator reads __version__ from this module)
+from .pipeline import ImageHiLander  # noqa: E402
 
-__all__ = ["HiLander", "__version__"]
+__all__ = ["HiLander", "ImageHiLander", "__version__"]
