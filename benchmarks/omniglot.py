@@ -12,7 +12,7 @@ Usage (from the repository root)::
     python -m benchmarks.omniglot --seeds 0 1 2 --output benchmarks/results/omniglot.json
 
 Each seed trains its own encoder, so every baseline on learned features runs once per seed, on
-that seed's features; on raw pixels only k-means and Infomap depend on the seed. The table shows
+that seed's features. On raw pixels only k-means and Infomap depend on the seed. The table shows
 medians with the range of the F-scores, as ``benchmarks.quality`` does.
 """
 
