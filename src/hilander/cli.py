@@ -453,27 +453,14 @@ def cluster(
     if _is_image_model(model):
         if dim is not None or allow_pickle or drop_nonfinite:
             _fail(f"{model} is an image model, which reads images; --dim, --allow-pickle and --drop-nonfinite apply to feature files only")
-        settings = {}
-        if knn_method is not None:
-            settings["knn_method"] = knn_method.value
-        if knn_param:
-            settings["knn_params"] = _parse_knn_params(knn_param)
-        if chunk_size is not None:
-            settings["chunk_size"] = chunk_size
+        settings = _inference_settings(knn_method, knn_param, chunk_size)
         with _stop_on_interrupt(lambda: _unwritten(output, existed)):
             _cluster_images(model, features, output, skip_bad_images, device, overwrite, dry_run, settings)
         return
     with _stop_on_interrupt(lambda: _unwritten(output, existed)):
         try:
             estimator = HiLander.load(model, device=device)
-            settings = {}
-            if knn_method is not None:
-                settings["knn_method"] = knn_method.value
-            if knn_param:
-                settings["knn_params"] = _parse_knn_params(knn_param)
-            if chunk_size is not None:
-                settings["chunk_size"] = chunk_size
-            estimator.set_params(**settings)
+            estimator.set_params(**_inference_settings(knn_method, knn_param, chunk_size))
         except (OSError, ValueError) as error:
             _fail(str(error))
         if dim is None and features.suffix.lower() == ".bin":
@@ -509,6 +496,18 @@ def cluster(
         f"{X.shape[0]} samples -> {num_clusters} clusters{dropped} in "
         f"{time.perf_counter() - started:.1f} s over {len(result.level_labels)} levels; written to {output}"
     )
+
+
+def _inference_settings(knn_method, knn_param: list[str], chunk_size: Optional[int]) -> dict:
+    """Return the HiLander parameters that the cluster options override, for ``set_params``."""
+    settings = {}
+    if knn_method is not None:
+        settings["knn_method"] = knn_method.value
+    if knn_param:
+        settings["knn_params"] = _parse_knn_params(knn_param)
+    if chunk_size is not None:
+        settings["chunk_size"] = chunk_size
+    return settings
 
 
 def _is_image_model(model: Path) -> bool:

@@ -34,6 +34,7 @@ __all__ = [
     "EncoderTrainingResult",
     "augment_batch",
     "build_encoder",
+    "check_images",
     "normalize_pixels",
     "train_encoder",
 ]
@@ -266,7 +267,8 @@ def _pixel_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:
     return [float(m) for m in mean], [float(max(s, 1e-3)) for s in std]
 
 
-def _check_training_inputs(images: np.ndarray, labels: np.ndarray, spec: EncoderSpec) -> None:
+def check_images(images: np.ndarray, spec: EncoderSpec) -> None:
+    """Raise ValueError unless ``images`` is a (N, C, H, W) uint8 array of the encoder's input shape."""
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
         shape = getattr(images, "shape", None)
         dtype = getattr(images, "dtype", type(images).__name__)
@@ -275,8 +277,12 @@ def _check_training_inputs(images: np.ndarray, labels: np.ndarray, spec: Encoder
     if images.shape[1:] != expected:
         raise ValueError(
             f"images have shape {images.shape[1:]} per image but the encoder expects {expected}; "
-            "read them with the same image_size and channels"
+            f"read them with image_size={spec.image_size} and channels={spec.in_channels}"
         )
+
+
+def _check_training_inputs(images: np.ndarray, labels: np.ndarray, spec: EncoderSpec) -> None:
+    check_images(images, spec)
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels must have shape ({images.shape[0]},), one per image, got {labels.shape}")
     if np.unique(labels).shape[0] < 2:

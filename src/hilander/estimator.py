@@ -105,6 +105,28 @@ def _restore_rows(result: HierarchyResult, usable: np.ndarray, zero: np.ndarray)
     )
 
 
+def read_model_file(path: Path, device: str) -> tuple[dict, dict]:
+    """Return the header metadata and the tensors of a safetensors model file, without running code.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: for an invalid ``device`` or a file that safetensors cannot read.
+    """
+    check_device(device)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except Exception as error:  # safetensors raises several types for malformed headers.
+        raise ValueError(
+            f"{path} is not a hilander model file (safetensors could not read it: {error}); "
+            "pass a file written by a model's save method or 'hilander train'"
+        ) from None
+    return metadata, tensors
+
+
 @dataclass
 class _Choice:
     score: float
@@ -870,18 +892,7 @@ class HiLander:
                 than this version of hilander reads.
         """
         path = Path(path)
-        check_device(device)
-        if not path.is_file():
-            raise FileNotFoundError(f"model file not found: {path}")
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
-                metadata = handle.metadata() or {}
-                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-        except Exception as error:  # safetensors raises several types for malformed headers.
-            raise ValueError(
-                f"{path} is not a hilander model file (safetensors could not read it: {error}); "
-                "pass a file written by HiLander.save or 'hilander train'"
-            ) from None
+        metadata, tensors = read_model_file(path, device)
         if metadata.get("format") == "hilander-image-model":
             raise ValueError(
                 f"{path} is an image model (encoder and LANDER); load it with ImageHiLander.load, "

@@ -17,25 +17,12 @@ import torch
 from torch import nn
 
 from ._files import atomic_path
-from .encoder import EncoderSpec, normalize_pixels
+from .encoder import EncoderSpec, check_images, normalize_pixels
 from .images import iter_image_batches
 
 __all__ = ["extract_features", "extract_features_from_paths", "extract_features_to_file"]
 
 logger = logging.getLogger(__name__)
-
-
-def _check_images(images: np.ndarray, spec: EncoderSpec) -> None:
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
-        shape = getattr(images, "shape", None)
-        dtype = getattr(images, "dtype", type(images).__name__)
-        raise ValueError(f"images must be a (N, C, H, W) uint8 array, got {dtype} of shape {shape}")
-    expected = (spec.in_channels, spec.image_size, spec.image_size)
-    if images.shape[1:] != expected:
-        raise ValueError(
-            f"images have shape {images.shape[1:]} per image but the encoder expects {expected}; "
-            f"read them with image_size={spec.image_size} and channels={spec.in_channels}"
-        )
 
 
 @torch.no_grad()
@@ -70,7 +57,7 @@ def extract_features(
     Raises:
         ValueError: if the images do not match the encoder's input shape.
     """
-    _check_images(images, spec)
+    check_images(images, spec)
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     encoder.eval().to(device)
     output = np.empty((images.shape[0], spec.embedding_dim), dtype=np.float32)

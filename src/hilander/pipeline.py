@@ -18,7 +18,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -26,7 +25,7 @@ from . import __version__
 from ._files import atomic_path
 from ._runtime import runtime_versions
 from .encoder import ENCODER_LOSSES, EncoderSpec, build_encoder, train_encoder
-from .estimator import HiLander, check_device
+from .estimator import HiLander, check_device, read_model_file
 from .features import extract_features
 from .inference import HierarchyResult
 
@@ -316,15 +315,7 @@ class ImageHiLander:
             ValueError: if the file is not an image model, is damaged or is of a newer format.
         """
         path = Path(path)
-        check_device(device)
-        if not path.is_file():
-            raise FileNotFoundError(f"model file not found: {path}")
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
-                metadata = handle.metadata() or {}
-                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-        except Exception as error:  # safetensors raises several types for malformed headers.
-            raise ValueError(f"{path} is not a hilander model file (safetensors could not read it: {error})") from None
+        metadata, tensors = read_model_file(path, device)
         if metadata.get("format") == "hilander-model":
             raise ValueError(f"{path} is an embedding model without an encoder; load it with HiLander.load")
         if metadata.get("format") != _IMAGE_FORMAT_NAME:
