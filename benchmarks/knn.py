@@ -63,6 +63,20 @@ def run(n: int, k: int, labels_filter: list[str] | None = None) -> list[dict]:
     return rows
 
 
+def knn_table(rows: list[dict], k: int) -> str:
+    """Format the rows of :func:`run` as a markdown table.
+
+    Recall is over the k - 1 neighbours of each row other than the row itself.
+    """
+    lines = [f"| method | time (s) | recall@{k - 1} | same-class share | parameters |", "|---|---|---|---|---|"]
+    for row in rows:
+        parameters = ", ".join(f"{key}={value}" for key, value in row["parameters"].items())
+        lines.append(
+            f"| {row['label']} | {row['seconds']:.1f} | {row['recall']:.3f} | {row['same_class_share']:.3f} | {parameters} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.knn", description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="Samples (default 100000).")
@@ -71,10 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=None, help="Write the results as JSON here.")
     args = parser.parse_args(argv)
     rows = run(args.n, args.k, args.methods)
-    print(f"| method | time (s) | recall@{args.k - 1} | same-class share | parameters |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['label']} | {row['seconds']:.1f} | {row['recall']:.3f} | {row['same_class_share']:.3f} | {row['parameters']} |")
+    print(knn_table(rows, args.k))
     if args.output:
         report = {
             "command": "python -m benchmarks.knn " + " ".join(argv if argv is not None else sys.argv[1:]),

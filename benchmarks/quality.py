@@ -14,7 +14,9 @@ shows the median of each metric with the range of the F-scores; the others run o
 ``--synthetic N`` adds a generated open-set split of N samples (see ``benchmarks.synthetic``), so
 the harness runs without the shared data. Without ``--datasets`` it runs that split alone.
 ``--hilander-params`` passes HiLander constructor arguments as JSON, for example
-``'{"epochs": 2, "hidden": 32}'`` for a quick check. ``python -m benchmarks`` runs this module.
+``'{"epochs": 2, "hidden": 32}'`` for a quick check. ``--update-markdown BENCHMARKS.md`` then
+regenerates the tables of that file whose markers name the ``--output`` file (see
+``benchmarks.report``). ``python -m benchmarks`` and ``python -m benchmarks quality`` run this module.
 """
 
 from __future__ import annotations
@@ -170,8 +172,8 @@ def _hilander_params(text: str) -> dict:
     return params
 
 
-def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+def build_parser(prog: str | None = None, epilog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], epilog=epilog)
     parser.add_argument(
         "--datasets", nargs="+", default=None, choices=[*DATASETS, *VARIANTS, SYNTHETIC],
         help=f"Datasets to run (default: {' '.join(DATASETS)}, or only {SYNTHETIC} with --synthetic).",
@@ -180,6 +182,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=None, help="Folder that contains the dataset folders.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Seeds for hilander, k-means and Infomap.")
     parser.add_argument("--output", type=Path, default=None, help="Write the results as JSON here.")
+    parser.add_argument(
+        "--update-markdown", type=Path, default=None, metavar="MARKDOWN",
+        help="After writing --output, regenerate the tables of this markdown file (e.g. BENCHMARKS.md) "
+        "whose results markers name the --output file.",
+    )
     parser.add_argument("--verbose", action="store_true", help="Also log hilander's training progress (each epoch).")
     parser.add_argument(
         "--synthetic", type=int, default=None, metavar="N",
@@ -195,10 +202,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str | None = None, epilog: str | None = None) -> None:
     """Run the benchmark with command-line arguments ``argv`` (default: ``sys.argv[1:]``)."""
-    parser = build_parser(prog)
+    parser = build_parser(prog, epilog)
     args = parser.parse_args(argv)
+    if args.update_markdown is not None:
+        # Checked before the benchmark runs, which can take many minutes.
+        if args.output is None:
+            parser.error("--update-markdown needs --output, the results file whose tables it regenerates")
+        if not args.update_markdown.is_file():
+            parser.error(f"markdown file not found: {args.update_markdown}")
     if args.datasets is None:
         args.datasets = [SYNTHETIC] if args.synthetic is not None else list(DATASETS)
     elif args.synthetic is not None and SYNTHETIC not in args.datasets:
@@ -253,6 +266,23 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         }
         with atomic_path(args.output) as temporary:
             temporary.write_text(json.dumps(report, indent=2))
+    if args.update_markdown is not None:
+        _update_markdown(parser, args.update_markdown, args.output)
+
+
+def _update_markdown(parser: argparse.ArgumentParser, markdown: Path, results: Path) -> None:
+    """Regenerate the tables of ``markdown`` that cite ``results``, or exit with status 1 on a bad marker."""
+    # Imported here because benchmarks.report imports this module.
+    from .report import ReportError, update_markdown
+
+    try:
+        regions = update_markdown(markdown, only=[results])
+    except ReportError as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n{markdown} was not changed, but {results} was written.\n")
+    if not regions:
+        logger.warning("%s has no results marker that names %s, so no table was regenerated", markdown, results)
+    for region in regions:
+        logger.info("%s:%d: table %s", markdown, region.line, "changed" if region.changed else "unchanged")
 
 
 if __name__ == "__main__":

@@ -173,7 +173,23 @@ def scaling_table(runs: list[dict]) -> str:
         lines.append(
             f"| {run['method']} | {run['n']:,} | done | {r['seconds']:.1f} | {' | '.join(stage)} | "
             f"{r['peak_memory'] / 1024**3:.2f} | {m['pairwise_f']:.3f} | {m['bcubed_f']:.3f} | "
-            f"{m['n_clusters']} ({m['n_classes']}) |"
+            f"{m['n_clusters']:,} ({m['n_classes']:,}) |"
+        )
+    return "\n".join(lines)
+
+
+def exact_check_table(checks: list[dict]) -> str:
+    """Format the ``--exact-check`` runs, one per kNN method at level 0, as a markdown table."""
+    lines = ["| kNN at level 0 | N | pairwise F | BCubed F | clusters (true) | time (s) |", "|" + "---|" * 6]
+    for check in checks:
+        r = check["result"]
+        if r["status"] != "done":
+            lines.append(f"| {check['knn_method']} | {check['n']:,} | {r['status']} | | | {r['seconds']:.1f} |")
+            continue
+        m = r["metrics"]
+        lines.append(
+            f"| {check['knn_method']} | {check['n']:,} | {m['pairwise_f']:.3f} | {m['bcubed_f']:.3f} | "
+            f"{m['n_clusters']:,} ({m['n_classes']:,}) | {r['seconds']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -258,6 +274,9 @@ def main(argv: list[str] | None = None) -> None:
             checks.append({"knn_method": knn_method, "n": args.exact_check, "result": result})
             logger.info("exact check %s: %s", knn_method, result.get("metrics", result))
     print(scaling_table(runs))
+    if checks:
+        print()
+        print(exact_check_table(checks))
     report = {
         "command": "python -m benchmarks.scaling " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": date.today().isoformat(),

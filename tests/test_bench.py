@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -80,8 +81,9 @@ def test_python_m_benchmarks_help():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: python -m benchmarks")
-    for option in ("--synthetic", "--hilander-params", "--methods", "--datasets", "--seeds", "--output"):
+    for option in ("--synthetic", "--hilander-params", "--methods", "--datasets", "--seeds", "--output", "--update-markdown"):
         assert option in result.stdout
+    assert "python -m benchmarks report" in " ".join(result.stdout.split())
 
 
 def test_noise_variant_singleton_classes(clinc_root):
@@ -164,3 +166,230 @@ def test_omniglot_harness_small(tmp_path, capsys):
         assert row["metrics"]["n_classes"] == 40
         assert 0.0 <= row["metrics"]["pairwise_f"] <= 1.0
     assert "| omniglot (raw pixels) |" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- benchmarks.report
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def quality_row(dataset: str, method: str, pairwise_f: float) -> dict:
+    """Return one row as benchmarks.quality writes it, with a single run."""
+    metrics = {
+        "pairwise_f": pairwise_f, "pairwise_f_range": [pairwise_f, pairwise_f],
+        "bcubed_f": 0.5, "bcubed_f_range": [0.5, 0.5], "nmi": 0.6,
+        "pairwise_precision": 0.7, "pairwise_recall": 0.8, "n_clusters": 9, "n_classes": 8,
+    }
+    return {"dataset": dataset, "method": method, "setting": "k=5", "metrics": metrics, "seconds": 3.0, "runs": [{}]}
+
+
+def write_results(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"rows": rows}))
+    return path
+
+
+def test_report_replaces_only_marked_table(tmp_path):
+    from benchmarks.report import update_markdown
+
+    rows = [quality_row("toy", "hilander", 0.123), quality_row("toy", "k-means (true k, oracle)", 0.456)]
+    write_results(tmp_path / "results" / "toy.json", rows)
+    before = (
+        "# Page\r\n\r\nText with trailing spaces   \r\n"
+        "```\r\n<!-- results: results/missing.json -->\r\n```\r\n\r\n"
+        "<!-- results: results/toy.json -->\r\n"
+    )
+    after = "<!-- /results -->\r\n\r\nClosing text, no final newline"
+    markdown = tmp_path / "page.md"
+    markdown.write_bytes((before + "| old | table |\r\n|---|---|\r\n" + after).encode())
+
+    regions = update_markdown(markdown)
+
+    text = markdown.read_bytes().decode()
+    assert text.startswith(before)
+    assert text.endswith(after)
+    body = text[len(before):-len(after)]
+    assert body == "\r\n" + quality.markdown_table(rows).replace("\n", "\r\n") + "\r\n\r\n"
+    assert "| toy | hilander | k=5 | 1 | 0.123 |" in body
+    assert [(region.line, region.changed) for region in regions] == [(8, True)]
+
+
+def test_report_second_run_changes_nothing(tmp_path):
+    from benchmarks.report import update_markdown
+
+    write_results(tmp_path / "toy.json", [quality_row("toy", "hilander", 0.5)])
+    markdown = tmp_path / "page.md"
+    markdown.write_text("<!-- results: toy.json -->\n<!-- /results -->\n")
+    update_markdown(markdown)
+    first = markdown.read_bytes()
+
+    regions = update_markdown(markdown)
+
+    assert markdown.read_bytes() == first
+    assert [region.changed for region in regions] == [False]
+
+
+def test_report_missing_results_file(tmp_path):
+    from benchmarks.report import ReportError, update_markdown
+
+    write_results(tmp_path / "toy.json", [quality_row("toy", "hilander", 0.5)])
+    markdown = tmp_path / "page.md"
+    original = (
+        "<!-- results: toy.json -->\n| stale |\n<!-- /results -->\n\n"
+        "<!-- results: gone.json -->\n| stale |\n<!-- /results -->\n"
+    ).encode()
+    markdown.write_bytes(original)
+
+    with pytest.raises(ReportError) as raised:
+        update_markdown(markdown)
+
+    message = str(raised.value)
+    assert f"{markdown}:5:" in message
+    assert "results file not found: gone.json" in message
+    assert markdown.read_bytes() == original
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["page.md", "toy.json"]
+
+
+@pytest.mark.parametrize(
+    "marker, results, message",
+    [
+        ("<!-- results: odd.json -->", {"something": 1}, "unknown kind of results file: odd.json"),
+        ("<!-- results: odd.json table=pie -->", {"rows": []}, "unknown table kind 'pie'"),
+        ("<!-- results: odd.json table=knn -->", {"rows": [quality_row("toy", "hilander", 0.5)]}, "no data for a knn table"),
+        ("<!-- results: odd.json colour=red -->", {"rows": []}, "unknown marker option 'colour'"),
+        ("<!-- results: odd.json sizes=10 -->", {"rows": [quality_row("toy", "hilander", 0.5)]}, "sizes does not apply"),
+        ("<!-- results: odd.json datasets=nope -->", {"rows": [quality_row("toy", "hilander", 0.5)]}, "datasets=nope matches no row"),
+        ("<!-- results: odd.json methods=nope -->", {"rows": [quality_row("toy", "hilander", 0.5)]}, "unknown methods: nope"),
+        ("<!-- results: odd.json -->", [1, 2], "contains a JSON list"),
+    ],
+)
+def test_report_rejects_bad_marker(tmp_path, marker, results, message):
+    from benchmarks.report import ReportError, update_markdown
+
+    (tmp_path / "odd.json").write_text(json.dumps(results))
+    markdown = tmp_path / "page.md"
+    original = f"Intro\n\n{marker}\n| stale |\n<!-- /results -->\n".encode()
+    markdown.write_bytes(original)
+
+    with pytest.raises(ReportError) as raised:
+        update_markdown(markdown)
+
+    assert f"{markdown}:3:" in str(raised.value)
+    assert message in str(raised.value)
+    assert markdown.read_bytes() == original
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("<!-- results: a.json -->\ntable\n", ":1: results marker is never closed"),
+        ("table\n<!-- /results -->\n", ":2: closing marker"),
+        ("<!-- results: a.json -->\n<!-- results: b.json -->\n<!-- /results -->\n", ":2: results marker opened again"),
+        ("<!-- results: -->\n<!-- /results -->\n", ":1: results marker names no file"),
+    ],
+)
+def test_report_rejects_unpaired_markers(tmp_path, text, message):
+    from benchmarks.report import ReportError, update_markdown
+
+    markdown = tmp_path / "page.md"
+    markdown.write_text(text)
+    with pytest.raises(ReportError, match=message):
+        update_markdown(markdown)
+    assert markdown.read_text() == text
+
+
+def test_report_marker_options_filter_rows(tmp_path):
+    from benchmarks.report import update_markdown
+
+    rows = [
+        quality_row("clinc150", "hilander", 0.1),
+        quality_row("clinc150", "DBSCAN (cosine, tuned)", 0.2),
+        quality_row("banking77", "hilander", 0.3),
+    ]
+    write_results(tmp_path / "q.json", rows)
+    markdown = tmp_path / "page.md"
+    markdown.write_text("<!-- results: q.json datasets=clinc150 methods=hilander,dbscan -->\n<!-- /results -->\n")
+
+    update_markdown(markdown)
+
+    assert markdown.read_text() == (
+        "<!-- results: q.json datasets=clinc150 methods=hilander,dbscan -->\n\n"
+        + quality.markdown_table(rows[:2]) + "\n\n<!-- /results -->\n"
+    )
+
+
+def test_report_only_named_results(tmp_path):
+    from benchmarks.report import update_markdown
+
+    write_results(tmp_path / "a.json", [quality_row("a", "hilander", 0.5)])
+    markdown = tmp_path / "page.md"
+    untouched = "<!-- results: missing.json -->\n| kept |\n<!-- /results -->\n"
+    markdown.write_text("<!-- results: a.json -->\n<!-- /results -->\n" + untouched)
+
+    regions = update_markdown(markdown, only=[tmp_path / "a.json"])
+
+    assert [region.written_path for region in regions] == ["a.json"]
+    assert markdown.read_text().endswith(untouched)
+    assert "| a | hilander |" in markdown.read_text()
+
+
+def test_report_check_flags_stale_table(tmp_path, capsys):
+    from benchmarks.__main__ import main
+
+    write_results(tmp_path / "a.json", [quality_row("a", "hilander", 0.5)])
+    markdown = tmp_path / "page.md"
+    markdown.write_text("<!-- results: a.json -->\n| stale |\n<!-- /results -->\n")
+
+    with pytest.raises(SystemExit) as raised:
+        main(["report", "--markdown", str(markdown), "--check"])
+
+    assert raised.value.code == 1
+    assert markdown.read_text() == "<!-- results: a.json -->\n| stale |\n<!-- /results -->\n"
+    assert "a.json: differs" in capsys.readouterr().out
+
+
+def test_report_keeps_repository_figures(tmp_path):
+    """Regenerating a copy of BENCHMARKS.md from the committed results must reproduce it exactly."""
+    shutil.copy(REPOSITORY / "BENCHMARKS.md", tmp_path / "BENCHMARKS.md")
+    shutil.copytree(REPOSITORY / "benchmarks" / "results", tmp_path / "benchmarks" / "results")
+
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "report", "--markdown", str(tmp_path / "BENCHMARKS.md")],
+        cwd=REPOSITORY, capture_output=True, text=True, timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.endswith("marked tables, 0 changed"), result.stdout
+    assert int(summary.split()[0]) >= 5
+    assert (tmp_path / "BENCHMARKS.md").read_bytes() == (REPOSITORY / "BENCHMARKS.md").read_bytes()
+
+
+def test_quality_update_markdown(tmp_path):
+    output = tmp_path / "results" / "quality.json"
+    markdown = tmp_path / "page.md"
+    other = "<!-- results: results/other.json -->\n| kept |\n<!-- /results -->\n"
+    markdown.write_text("Intro\n<!-- results: results/quality.json -->\n| stale |\n<!-- /results -->\n" + other)
+
+    quality.main(["--synthetic", "300", "--methods", "dbscan", "--output", str(output), "--update-markdown", str(markdown)])
+
+    rows = json.loads(output.read_text())["rows"]
+    assert markdown.read_text() == (
+        "Intro\n<!-- results: results/quality.json -->\n\n" + quality.markdown_table(rows) + "\n\n<!-- /results -->\n" + other
+    )
+
+
+def test_quality_update_markdown_needs_output(tmp_path, capsys):
+    markdown = tmp_path / "page.md"
+    markdown.write_text("Intro\n")
+    with pytest.raises(SystemExit):
+        quality.main(["--synthetic", "300", "--update-markdown", str(markdown)])
+    assert "--update-markdown needs --output" in capsys.readouterr().err
+
+
+def test_python_m_benchmarks_quality_subcommand(tmp_path):
+    from benchmarks.__main__ import main
+
+    output = tmp_path / "quality.json"
+    main(["quality", "--synthetic", "300", "--methods", "dbscan", "--output", str(output)])
+    assert json.loads(output.read_text())["rows"][0]["dataset"] == "synthetic-300"
