@@ -110,10 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         predicted = pipeline.predict(evaluation.images)
         seconds = time.perf_counter() - started
         lander = pipeline.lander_
-        setting = (
-            f"k={lander.k_}, tau={lander.tau_:.2f}, levels={lander.n_levels_}, "
-            f"min_cluster_size={lander.min_cluster_size_}, epoch={lander.best_epoch_}"
-        )
+        setting = lander.chosen_settings()
         record("pixels to clusters", "hilander", seed, (evaluate(evaluation.labels, predicted), setting, seconds))
         # The baselines are tuned on the classes LANDER was fitted on, whose features the encoder
         # never trained on, so that their settings suit new classes as LANDER's do.

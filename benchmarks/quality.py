@@ -68,10 +68,7 @@ def run_hilander(split, seed: int, params: dict | None = None) -> tuple[dict, st
     started = time.perf_counter()
     predicted = model.predict(split.test_features)
     seconds = fit_seconds + time.perf_counter() - started
-    setting = (
-        f"k={model.k_}, tau={model.tau_:.2f}, levels={model.n_levels_}, "
-        f"min_cluster_size={model.min_cluster_size_}, epoch={model.best_epoch_}"
-    )
+    setting = model.chosen_settings()
     return evaluate(split.test_labels, predicted), setting, seconds
 
 

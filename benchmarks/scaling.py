@@ -133,7 +133,7 @@ def prepare(methods: list[str], cache: Path, hilander_params: dict, train_sample
             model = HiLander.load(path)
             settings[name] = {
                 "model": str(path), "fit_seconds": time.perf_counter() - started,
-                "setting": f"k={model.k_}, tau={model.tau_:.2f}, levels={model.n_levels_}, min_cluster_size={model.min_cluster_size_}",
+                "setting": model.chosen_settings(),
             }
         else:
             method = BASELINES[name]()

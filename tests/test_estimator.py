@@ -5,6 +5,7 @@ import pytest
 
 from hilander import HiLander
 from hilander.datasets import load_open_set_split
+from hilander.estimator import _smooth_over_tau
 from hilander.metrics import evaluate
 
 from conftest import blobs
@@ -29,7 +30,7 @@ def test_fit_predict_unseen_blobs(fitted):
 
 
 def test_fit_chooses_settings(fitted):
-    assert fitted.k_ in (10, 5, 3)
+    assert fitted.k_ in (40, 10, 5)
     assert fitted.tau_ in (0.3, 0.5, 0.7)
     assert 1 <= fitted.n_levels_ <= fitted.max_levels
     assert fitted.best_epoch_ in (2, 4)
@@ -44,19 +45,47 @@ def test_fit_chooses_settings(fitted):
     assert fitted.validation_["folds"] == 2
 
 
-def test_choice_maximises_fold_mean(fitted):
-    # Recompute the choice from the recorded tables: the mean over both folds of each setting.
+def test_choice_maximises_fold_mean_over_tau_window(fitted):
+    # Recompute the choice from the recorded tables: the mean over both folds of each setting,
+    # then the mean over the taus at most two grid steps away (the grid here has three taus).
     means = {}
     for record in fitted.history_:
-        for k, tau, levels, min_size, score, *_ in record.get("validation_table", []):
-            means.setdefault((record["epoch"], k, tau, levels, min_size), []).append(score)
-    best = max(value for value in means.values() if len(value) == 2)
-    chosen = (fitted.best_epoch_, fitted.k_, fitted.tau_, fitted.n_levels_, fitted.min_cluster_size_)
-    assert np.mean(means[chosen]) == pytest.approx(np.mean(best))
-    assert fitted.validation_["score"] == pytest.approx(np.mean(best))
+        for k, tau, levels, min_size, refine, score, *_ in record.get("validation_table", []):
+            means.setdefault((record["epoch"], k, tau, levels, min_size, refine), []).append(score)
+    means = {key: np.mean(value) for key, value in means.items() if len(value) == 2}
+    taus = sorted({key[2] for key in means})
+    window = {}
+    for epoch, k, tau, levels, min_size, refine in means:
+        index = taus.index(tau)
+        near = taus[max(0, index - 2) : index + 3]
+        window[epoch, k, tau, levels, min_size, refine] = np.mean(
+            [means[epoch, k, t, levels, min_size, refine] for t in near]
+        )
+    chosen = (
+        fitted.best_epoch_, fitted.k_, fitted.tau_, fitted.n_levels_, fitted.min_cluster_size_, fitted.refine_,
+    )
+    assert window[chosen] == pytest.approx(max(window.values()))
+    # The reported score is the chosen setting's own fold mean, not the window's.
+    assert fitted.validation_["score"] == pytest.approx(means[chosen])
     # Every setting was scored for levels 1 to max_levels in both folds.
     table = fitted.history_[1]["validation_table"]
     assert {row[2] for row in table} == set(range(1, fitted.max_levels + 1))
+    # With refine=None both the plain and the refined clusters were scored.
+    assert {row[4] for row in table} == {False, True}
+
+
+def test_tau_window_prefers_plateau_to_cliff():
+    # Setting A peaks at tau 0.5 with a cliff beside it; setting B is flat just below that peak.
+    cliff = dict(zip((0.3, 0.4, 0.5, 0.6, 0.7), (0.50, 0.55, 0.80, 0.40, 0.30)))
+    plateau = dict(zip((0.3, 0.4, 0.5, 0.6, 0.7), (0.75, 0.76, 0.77, 0.76, 0.75)))
+    scores = {(5, 10, tau, 2, 0, False): value for tau, value in cliff.items()}
+    scores.update({(5, 10, tau, 2, 8, False): value for tau, value in plateau.items()})
+    assert max(scores, key=scores.get) == (5, 10, 0.5, 2, 0, False)
+    smoothed = _smooth_over_tau(scores)
+    assert max(smoothed, key=smoothed.get)[4] == 8
+    # At the grid's edge the window is cut: tau 0.3 averages 0.3, 0.4 and 0.5 only.
+    assert smoothed[5, 10, 0.3, 2, 0, False] == pytest.approx((0.50 + 0.55 + 0.80) / 3)
+    assert smoothed[5, 10, 0.5, 2, 0, False] == pytest.approx(np.mean(list(cliff.values())))
 
 
 def test_fold_settings_rejected():
@@ -307,7 +336,7 @@ def test_fewer_samples_than_k_lowers_k(fitted, caplog):
     features, labels = blobs(num_classes=2, per_class=3)
     small = HiLander(**SMALL).fit(features, labels)
     assert small.k_ <= 6
-    assert "X has 6 samples, fewer than k=10 neighbours; fitting with k=6 instead" in caplog.text
+    assert "X has 6 samples, fewer than k=40 neighbours; fitting with k=6 instead" in caplog.text
     assert small.predict(features).shape == (6,)
 
     caplog.clear()

@@ -86,6 +86,22 @@ def test_absorb_moves_small_clusters_to_nearest_large_one():
     assert absorb_small_clusters(features, assignment, min_size=4).tolist() == [1, 1, 1, 3, 3, 3, 0, 2]
 
 
+def test_refine_moves_samples_to_closest_mean():
+    from hilander.inference import refine_to_means
+
+    x = [np.cos(np.radians(80)), np.sin(np.radians(80))]
+    # Rows: a, a, x (put in cluster 0 by mistake), b, b, and cluster 2 made of one a and one b.
+    features = np.array([[1, 0], [1, 0], x, [0, 1], [0, 1], [1, 0], [0, 1]], dtype=np.float32)
+    assignment = np.array([0, 0, 0, 1, 1, 2, 2])
+    refined = refine_to_means(features, assignment, max_iterations=3)
+    # x goes to the b cluster; cluster 2's mean lies between, so its members leave it and it
+    # disappears.
+    assert refined.tolist() == [0, 0, 1, 1, 1, 0, 1]
+    assert refine_to_means(features, assignment, max_iterations=0).tolist() == assignment.tolist()
+    # Stable clusters do not move.
+    assert refine_to_means(features, refined, max_iterations=3).tolist() == refined.tolist()
+
+
 def test_hierarchy_stops_when_no_edge_kept():
     import torch
 

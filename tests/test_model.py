@@ -50,6 +50,23 @@ def test_predicted_density_formula():
     assert torch.allclose(density, torch.tensor([(0.8 - 0.4) / 2, (0.6 * 0.5 + 0.0) / 2]))
 
 
+def test_cosine_link_head_formula():
+    torch.manual_seed(0)
+    model = Lander(in_dim=6, hidden=8, link_head="cosine")
+    with torch.no_grad():
+        model.cosine_affine.copy_(torch.tensor([4.0, 2.0, -1.0]))
+    h = torch.randn(5, 8)
+    source, target = torch.tensor([0, 1, 2]), torch.tensor([3, 3, 4])
+    similarity = torch.tensor([0.9, 0.2, -0.1])
+    prob = torch.softmax(model.link_logits(h, source, target, similarity), dim=1)[:, 1]
+    u = model.cosine_proj(h)
+    cosine = torch.nn.functional.cosine_similarity(u[source], u[target], dim=1)
+    assert torch.allclose(prob, torch.sigmoid(4.0 * cosine + 2.0 * similarity - 1.0), atol=1e-6)
+    # The head has no pair classifier: only the projection and the three scalars are learned.
+    names = {name.split(".")[0] for name, _ in model.named_parameters()}
+    assert names == {"convs", "cosine_proj", "cosine_affine"}
+
+
 def test_sampled_batch_matches_full_graph():
     # Unsorted seeds: the batch must keep their order in its seed arrays.
     features, neighbors, similarities = _random_graph(n=80, k=6, seed=3)

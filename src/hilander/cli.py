@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import signal
@@ -48,6 +49,16 @@ console = Console(stderr=True)
 class Conv(str, Enum):
     graphconv = "graphconv"
     gat = "gat"
+
+
+class LinkHead(str, Enum):
+    cosine = "cosine"
+    product = "product"
+    additive = "additive"
+
+
+# The library's defaults, so that the CLI's cannot drift from them.
+_DEFAULT = {name: parameter.default for name, parameter in inspect.signature(HiLander).parameters.items()}
 
 
 KnnMethod = Enum("KnnMethod", {name: name for name in KNN_METHODS}, type=str)
@@ -275,10 +286,12 @@ def train(
     tau: Optional[float] = typer.Option(None, help="Link threshold on P(same class), in [0, 1). Default: chosen by validation."),
     max_levels: int = typer.Option(10, help="Maximum hierarchy levels at inference."),
     min_cluster_size: Optional[int] = typer.Option(None, help="Clusters with fewer samples join the nearest larger cluster; 0 keeps all. Default: chosen by validation."),
-    train_knn: str = typer.Option("10:2,5:3,3:4", help="Training hierarchies as k:levels pairs; k values are also the candidates for inference."),
-    epochs: int = typer.Option(20, help="Training epochs over all training graphs."),
-    lr: float = typer.Option(0.1, help="Initial SGD learning rate (cosine-annealed)."),
-    hidden: int = typer.Option(512, help="Width of the GNN layer."),
+    refine: Optional[bool] = typer.Option(None, "--refine/--no-refine", help="After the last level, move each sample to the cluster with the closest mean (up to 3 passes). Default: chosen by validation."),
+    train_knn: str = typer.Option(",".join(f"{k}:{levels}" for k, levels in _DEFAULT["train_knn"]), help="Training hierarchies as k:levels pairs; k values are also the candidates for inference."),
+    epochs: int = typer.Option(_DEFAULT["epochs"], help="Training epochs over all training graphs."),
+    lr: float = typer.Option(_DEFAULT["lr"], help="Initial SGD learning rate (cosine-annealed)."),
+    hidden: int = typer.Option(_DEFAULT["hidden"], help="Width of the GNN layer."),
+    link_head: LinkHead = typer.Option(LinkHead(_DEFAULT["link_head"]), help="How an edge is scored: cosine of learned projections of its two ends, a classifier on their sum and product, or on their sum only (the reference implementation)."),
     conv: Conv = typer.Option(Conv.graphconv, help="Graph layer: similarity-weighted mean or attention."),
     validation_fraction: float = typer.Option(0.5, help="Share of classes held out to choose the model, k, tau, levels and minimum cluster size (the model is then trained again on all classes, see --refit)."),
     validation_folds: int = typer.Option(2, help="Disjoint held-out class sets, each of --validation-fraction; a model is trained per set and the settings with the best mean score win. --no-refit needs 1."),
@@ -328,8 +341,8 @@ def train(
         return f"{state}; the checkpoint of epoch {epoch} is in {checkpoint_dir}, so rerun the same command with --resume to continue"
 
     lander_params = dict(
-        k=k, tau=tau, max_levels=max_levels, min_cluster_size=min_cluster_size,
-        train_knn=_parse_train_knn(train_knn), epochs=epochs, lr=lr, hidden=hidden, conv=conv.value,
+        k=k, tau=tau, max_levels=max_levels, min_cluster_size=min_cluster_size, refine=refine,
+        train_knn=_parse_train_knn(train_knn), epochs=epochs, lr=lr, hidden=hidden, link_head=link_head.value, conv=conv.value,
         validation_fraction=validation_fraction, validation_folds=validation_folds, refit=refit, knn_method=knn_method.value,
         knn_params=_parse_knn_params(knn_param),
     )
@@ -366,9 +379,8 @@ def train(
         _write_or_fail(output, lambda: estimator.save(output))
     validation = estimator.validation_
     console.print(
-        f"trained in {time.perf_counter() - started:.1f} s; k={estimator.k_}, tau={estimator.tau_:.2f}, "
-        f"levels={estimator.n_levels_}, min_cluster_size={estimator.min_cluster_size_}; validation pairwise F {validation['pairwise_f']:.3f}, "
-        f"BCubed F {validation['bcubed_f']:.3f}"
+        f"trained in {time.perf_counter() - started:.1f} s; {estimator.chosen_settings()}; validation "
+        f"pairwise F {validation['pairwise_f']:.3f}, BCubed F {validation['bcubed_f']:.3f}"
     )
     console.print(f"model written to {output}")
 
@@ -392,9 +404,8 @@ def _train_images(
     lander = pipeline.lander_
     timings = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in pipeline.timings_.items())
     console.print(
-        f"trained in {time.perf_counter() - started:.1f} s ({timings}); k={lander.k_}, tau={lander.tau_:.2f}, "
-        f"levels={lander.n_levels_}, min_cluster_size={lander.min_cluster_size_}; validation pairwise F "
-        f"{lander.validation_['pairwise_f']:.3f}, BCubed F {lander.validation_['bcubed_f']:.3f}"
+        f"trained in {time.perf_counter() - started:.1f} s ({timings}); {lander.chosen_settings()}; "
+        f"validation pairwise F {lander.validation_['pairwise_f']:.3f}, BCubed F {lander.validation_['bcubed_f']:.3f}"
     )
     console.print(f"model written to {output}")
 
@@ -596,6 +607,7 @@ def _cluster_metadata(estimator: HiLander, model: Path, features: Path, result, 
             "tau": estimator.tau_,
             "n_levels": estimator.n_levels_,
             "min_cluster_size": estimator.min_cluster_size_,
+            "refine": estimator.refine_,
             "random_state": estimator.random_state,
         },
         "features": str(features.resolve()),
@@ -681,8 +693,7 @@ def demo(
     out = Console()
     out.print(_metrics_table(f"{dataset.value}: unseen test classes", metrics))
     out.print(
-        f"chosen on validation classes: epoch {estimator.best_epoch_}, k={estimator.k_}, tau={estimator.tau_:.2f}, "
-        f"levels={estimator.n_levels_}, min_cluster_size={estimator.min_cluster_size_}\n"
+        f"chosen on validation classes: {estimator.chosen_settings()}\n"
         f"Fp {metrics['pairwise_f']:.4f}  Fb {metrics['bcubed_f']:.4f}  NMI {metrics['nmi']:.4f}  "
         f"clusters {metrics['n_clusters']} (true {metrics['n_classes']})\n"
         f"time: fit {fit_seconds:.1f} s, cluster {cluster_seconds:.1f} s, total {time.perf_counter() - started:.1f} s"
@@ -721,8 +732,7 @@ def _demo_omniglot(data_dir: Optional[Path], epochs: int, seed: int, save_model:
     out = Console()
     out.print(_metrics_table("omniglot: unseen evaluation classes, from pixels", metrics))
     out.print(
-        f"chosen on validation classes: epoch {lander.best_epoch_}, k={lander.k_}, tau={lander.tau_:.2f}, "
-        f"levels={lander.n_levels_}, min_cluster_size={lander.min_cluster_size_}\n"
+        f"chosen on validation classes: {lander.chosen_settings()}\n"
         f"Fp {metrics['pairwise_f']:.4f}  Fb {metrics['bcubed_f']:.4f}  NMI {metrics['nmi']:.4f}  "
         f"clusters {metrics['n_clusters']} (true {metrics['n_classes']})\n"
         f"time: read {read_seconds:.1f} s, fit {fit_seconds:.1f} s ({timings}), cluster "

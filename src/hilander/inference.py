@@ -152,6 +152,36 @@ def absorb_small_clusters(features: np.ndarray, assignment: np.ndarray, min_size
     return np.unique(assignment, return_inverse=True)[1].astype(np.int64)
 
 
+def refine_to_means(features: np.ndarray, assignment: np.ndarray, max_iterations: int = 10) -> np.ndarray:
+    """Move each sample to the cluster whose mean is closest, and repeat (spherical k-means).
+
+    The clusters of the hierarchy seed the iterations, so their number comes from the model.
+    Only the boundaries between clusters move. A wrong link or a late merge can leave a sample
+    in one cluster while it lies closer to the mean of another, and this moves it there.
+    Clusters left empty disappear. Iteration stops when no sample moves or after ``max_iterations``.
+
+    Args:
+        features: (N, d) float32 L2-normalised features.
+        assignment: (N,) int cluster id of each sample.
+        max_iterations: most assignment passes; 0 returns the clusters unchanged (renumbered).
+
+    Returns:
+        (N,) int64 cluster ids in [0, number of clusters).
+    """
+    _, assignment = np.unique(assignment, return_inverse=True)
+    assignment = assignment.astype(np.int64)
+    for _ in range(max_iterations):
+        num_clusters = int(assignment.max()) + 1 if assignment.size else 0
+        if num_clusters < 2:
+            break
+        centroids = l2_normalize(cluster_means(features, assignment, num_clusters))
+        moved = nearest_rows(features, centroids)
+        if np.array_equal(moved, assignment):
+            break
+        assignment = np.unique(moved, return_inverse=True)[1].astype(np.int64)
+    return assignment
+
+
 # Centres scored per block by default: with k = 10 and 512-wide inputs a block holds at most
 # about 0.7 GB of node inputs and embeddings, whatever the number of nodes.
 DEFAULT_CHUNK_SIZE = 16384

@@ -15,7 +15,7 @@ from torch_geometric.utils import to_torch_csr_tensor
 __all__ = ["Lander", "normalized_edge_weights", "predicted_density"]
 
 CONV_TYPES = ("graphconv", "gat")
-LINK_HEADS = ("product", "additive")
+LINK_HEADS = ("product", "additive", "cosine")
 
 
 def _csr_adjacency(source, target, weight, size: tuple[int, int]) -> torch.Tensor:
@@ -85,9 +85,12 @@ class Lander(nn.Module):
         conv: ``"graphconv"`` or ``"gat"``.
         heads: attention heads of the ``"gat"`` variant, averaged.
         dropout: dropout probability after each conv layer, during training only.
-        link_head: ``"product"`` also feeds the classifier the elementwise product of the two
-            ends' shared projections and the edge's cosine similarity. ``"additive"`` uses only
-            the sum of the source and target projections, as the reference implementation does.
+        link_head: ``"cosine"`` gives P(same) = sigmoid(a * cos(u_i, u_j) + b * s_ij + c), where
+            u is a learned linear projection of a node's embedding, s_ij the edge's cosine
+            similarity and a, b, c learned scalars. ``"product"`` feeds a two-layer classifier
+            the sum of the two ends' projections, the elementwise product of a shared projection
+            and s_ij. ``"additive"`` uses only the sum of the source and target projections, as
+            the reference implementation does.
     """
 
     def __init__(
@@ -123,6 +126,15 @@ class Lander(nn.Module):
         out_dim = widths[-1]
         half = hidden // 2
         self.link_head = link_head
+        if link_head == "cosine":
+            # Metric learning compares samples of unseen classes by the cosine of a learned
+            # projection. A classifier on the pair fits the training classes instead, so its
+            # links rank the edges of unseen classes worse than their raw cosine does.
+            self.cosine_proj = nn.Linear(out_dim, half)
+            # Scale of the projected cosine, weight of the input cosine and bias: P(same) starts
+            # at 0.5 for a projected cosine of 0.5 and rises steeply above it.
+            self.cosine_affine = nn.Parameter(torch.tensor([10.0, 0.0, -5.0]))
+            return
         self.source_proj = nn.Linear(out_dim, half)
         self.target_proj = nn.Linear(out_dim, half)
         classifier_in = half
@@ -225,11 +237,18 @@ class Lander(nn.Module):
         return self._score(projected, source, target, similarity)
 
     def _project(self, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.link_head == "cosine":
+            return (nn.functional.normalize(self.cosine_proj(h), dim=1),)
         if self.link_head == "product":
             return self.source_proj(h), self.target_proj(h), self.product_proj(h)
         return self.source_proj(h), self.target_proj(h)
 
     def _score(self, projected, source, target, similarity) -> torch.Tensor:
+        if self.link_head == "cosine":
+            cosine = (projected[0][source] * projected[0][target]).sum(dim=1)
+            scale, weight, bias = self.cosine_affine
+            z = scale * cosine + weight * similarity.to(cosine.dtype) + bias
+            return torch.stack([-0.5 * z, 0.5 * z], dim=1)
         combined = projected[0][source] + projected[1][target]
         if self.link_head == "product":
             product = projected[2][source] * projected[2][target]
