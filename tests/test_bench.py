@@ -41,7 +41,7 @@ def test_harness_synthetic_two_methods(tmp_path, capsys):
     assert table[0].startswith("| dataset | method | setting |")
     assert table[1] == "|" + "---|" * 11
     assert len(table) == 2 + len(rows)
-    assert table[2].startswith("| synthetic-400 | hilander | k=")
+    assert table[2].startswith("| synthetic-400 | hilander | epoch ")
 
 
 def test_harness_seeds_give_runs(tmp_path, capsys):
