@@ -182,6 +182,12 @@ def _set_config(metadata, **changes):
     metadata["config"] = json.dumps(config)
 
 
+def _set_top_config(metadata, **changes):
+    config = json.loads(metadata["config"])
+    config.update(changes)
+    metadata["config"] = json.dumps(config)
+
+
 @pytest.mark.parametrize(
     "edit_metadata, edit_tensors, message",
     [
@@ -192,6 +198,7 @@ def _set_config(metadata, **changes):
         # A header asking for a network of 10^9 units must fail on shapes, before allocating it.
         (lambda m: _set_config(m, hidden=10**9), None, "damaged hilander model .RuntimeError: Error.s. in loading"),
         (lambda m: _set_config(m, conv="mystery"), None, "conv='mystery' is invalid"),
+        (lambda m: _set_top_config(m, refine_="false"), None, "refine_='false' is not true or false"),
         (None, lambda t: t.pop(next(iter(t))), "Missing key"),
         (None, lambda t: t.update({name: v.double() for name, v in t.items()}), "has dtype torch.float64, not float32"),
     ],
@@ -383,6 +390,19 @@ def test_saved_model_readable_by_group(fitted, tmp_path):
         os.umask(previous)
     mode = stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode)
     assert mode == 0o644
+
+
+@pytest.mark.parametrize("value", [1, 1.0, "yes"])
+def test_non_boolean_refine_rejected(value):
+    features, labels = blobs(num_classes=4, per_class=5)
+    with pytest.raises(ValueError, match=f"refine={value!r} is invalid"):
+        HiLander(refine=value).fit(features, labels)
+
+
+def test_refine_without_min_size_warns(caplog):
+    features, labels = blobs(num_classes=6, per_class=10)
+    HiLander(**{**SMALL, "epochs": 1, "eval_every": 1}, refine=True, min_cluster_size=0).fit(features, labels)
+    assert "refine=True with min_cluster_size=0" in caplog.text
 
 
 def test_invalid_parameter_named():

@@ -395,7 +395,10 @@ class HiLander:
             self.min_cluster_size is None or (isinstance(self.min_cluster_size, int) and self.min_cluster_size >= 0),
             f"min_cluster_size={self.min_cluster_size!r} is invalid; use an integer >= 0 (0 keeps every cluster) or None",
         )
-        require(self.refine in (None, True, False), f"refine={self.refine!r} is invalid; use True, False or None (chosen by validation)")
+        require(
+            self.refine is None or isinstance(self.refine, bool),
+            f"refine={self.refine!r} is invalid; use True, False or None (chosen by validation)",
+        )
         require(0.0 <= self.min_merge_fraction < 1.0, f"min_merge_fraction={self.min_merge_fraction!r} is invalid; use a value in [0, 1)")
         check_device(self.device)
         require(self.knn_method in KNN_METHODS, f"knn_method={self.knn_method!r} is invalid; use one of {KNN_METHODS}")
@@ -526,6 +529,12 @@ class HiLander:
         for _, validation_mask in folds:
             held_out |= validation_mask
         size_candidates = self._min_size_candidates(labels[held_out])
+        if self.refine and self.min_cluster_size is not None and self.min_cluster_size <= 1:
+            logger.warning(
+                "refine=True with min_cluster_size=%d: refinement cannot move a one-sample cluster, "
+                "whose mean is the sample itself, so fragments stay; leave min_cluster_size to "
+                "validation or set it above 1", self.min_cluster_size,
+            )
         taus = [self.tau] if self.tau is not None else list(self.tau_grid)
         self.history_ = []
         checkpoints = [None] * len(folds)
@@ -1029,7 +1038,9 @@ class HiLander:
         # Models saved before min_cluster_size existed kept every cluster.
         estimator.min_cluster_size_ = int(config.get("min_cluster_size_", 0))
         # Models saved before the refinement existed did not refine.
-        estimator.refine_ = bool(config.get("refine_", False))
+        estimator.refine_ = config.get("refine_", False)
+        if not isinstance(estimator.refine_, bool):
+            raise ValueError(f"refine_={estimator.refine_!r} is not true or false")
         estimator.best_epoch_ = config.get("best_epoch_")
         estimator.n_features_in_ = int(config["n_features_in_"])
         estimator.validation_ = config["validation_"]
