@@ -74,6 +74,24 @@ def test_choice_maximises_fold_mean_over_tau_window(fitted):
     assert {row[4] for row in table} == {False, True}
 
 
+def test_kept_weights_match_chosen_epoch():
+    # Without a refit the fold's kept weights are the model: their epoch must be the chosen one.
+    features, labels = blobs(num_classes=30, per_class=20, seed=0)
+    model = HiLander(**{**SMALL, "eval_every": 1}, validation_folds=1, refit=False).fit(features, labels)
+    scored = [(record["validation_score"], -record["epoch"]) for record in model.history_]
+    assert model.best_epoch_ == -max(scored)[1]
+    # Each epoch's score is its best setting ranked over the tau window, as the choice ranks them.
+    for record in model.history_:
+        scores = {tuple(row[:5]): row[5] for row in record["validation_table"]}
+        taus = sorted({key[1] for key in scores})
+        window = []
+        for k, tau, levels, min_size, refine in scores:
+            index = taus.index(tau)
+            near = taus[max(0, index - 2) : index + 3]
+            window.append(np.mean([scores[k, t, levels, min_size, refine] for t in near]))
+        assert record["validation_score"] == pytest.approx(max(window))
+
+
 def test_tau_window_prefers_plateau_to_cliff():
     # Setting A peaks at tau 0.5 with a cliff beside it; setting B is flat just below that peak.
     cliff = dict(zip((0.3, 0.4, 0.5, 0.6, 0.7), (0.50, 0.55, 0.80, 0.40, 0.30)))

@@ -678,7 +678,9 @@ class HiLander:
             record = {"epoch": epoch, "refit": stop_after is not None, "fold": fold, **losses}
             if stop_after is None and (epoch % self.eval_every == 0 or epoch == self.epochs):
                 table = self._score_table(*validation, k_candidates, taus, size_candidates)
-                record["validation_score"] = max(row[5] for row in table)
+                # Ranked as _choose ranks settings, so that the weights kept here belong to the
+                # epoch that _choose picks when there is one fold and no refit.
+                record["validation_score"] = max(_smooth_over_tau({(epoch, *row[:5]): row[5] for row in table}).values())
                 record["validation_table"] = table
                 if record["validation_score"] > best_score:
                     best_score = record["validation_score"]
