@@ -63,13 +63,20 @@ def _fitted_hilander(split, seed: int, params: dict) -> tuple[HiLander, float]:
 
 
 def run_hilander(split, seed: int, params: dict | None = None) -> tuple[dict, str, float]:
-    """Fit (or reuse a fit on the same meta-train data) and cluster; the time is fit plus predict."""
+    """Fit (or reuse a fit on the same meta-train data) and cluster; the time is fit plus predict.
+
+    The metrics gain ``validation_pairwise_f`` and ``validation_bcubed_f``: the fold means, on the
+    held-out meta-train classes, of the setting that ``fit`` chose.
+    """
     model, fit_seconds = _fitted_hilander(split, seed, params or {})
     started = time.perf_counter()
     predicted = model.predict(split.test_features)
     seconds = fit_seconds + time.perf_counter() - started
     setting = model.chosen_settings()
-    return evaluate(split.test_labels, predicted), setting, seconds
+    metrics = evaluate(split.test_labels, predicted)
+    metrics["validation_pairwise_f"] = float(model.validation_["pairwise_f"])
+    metrics["validation_bcubed_f"] = float(model.validation_["bcubed_f"])
+    return metrics, setting, seconds
 
 
 def run_baseline(name: str, split, seed: int) -> tuple[dict, str, float]:

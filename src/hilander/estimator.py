@@ -204,11 +204,11 @@ class HiLander:
         conv: ``"graphconv"`` (similarity-weighted mean) or ``"gat"`` (graph attention).
         heads: attention heads of the ``"gat"`` layer.
         dropout: dropout after each conv layer during training.
-        link_head: ``"cosine"`` scores an edge by the cosine of learned projections of its two
-            ends' embeddings, scaled and shifted, plus a learned multiple of their cosine
-            similarity. ``"product"`` feeds a small classifier the sum and the elementwise
-            product of the ends' projections plus their cosine similarity. ``"additive"`` uses
-            the sum alone, as the reference implementation does. See :class:`hilander.model.Lander`.
+        link_head: ``"product"`` feeds a small classifier the sum and the elementwise product
+            of the ends' projections plus their cosine similarity. ``"cosine"`` scores an edge by
+            the cosine of learned projections of its two ends' embeddings, scaled and shifted,
+            plus a learned multiple of their cosine similarity. ``"additive"`` uses the sum
+            alone, as the reference implementation does. See :class:`hilander.model.Lander`.
         use_cluster_features: append each node's cluster mean feature to its input.
         knn_on_means: above level 0, build the kNN graph on cluster means instead of peak features.
         epochs: training epochs; each epoch visits every node of every training graph once.
@@ -266,7 +266,7 @@ class HiLander:
         conv: str = "graphconv",
         heads: int = 1,
         dropout: float = 0.0,
-        link_head: str = "cosine",
+        link_head: str = "product",
         use_cluster_features: bool = True,
         knn_on_means: bool = True,
         epochs: int = 20,
