@@ -170,6 +170,13 @@ def test_cluster_writes_metadata_file(trained, tmp_path):
     assert record["n_dropped_rows"] == 0
     assert record["n_clusters"] == len(set(output.read_text().split()))
     assert record["features"] == str((trained / "test.npy").resolve())
+    from hilander import HiLander
+
+    model = HiLander.load(trained / "model.safetensors")
+    assert record["model"]["link_head"] == model.link_head
+    assert record["model"]["hidden"] == model.hidden
+    levels = record["levels_decoded"]
+    assert f"over {levels} level{'' if levels == 1 else 's'};" in result.output
 
 
 def test_cluster_refuses_existing_metadata(trained, tmp_path):

@@ -88,6 +88,11 @@ def _main(
     )
 
 
+def _plural(count: int, noun: str) -> str:
+    """Return ``"1 level"`` or ``"2 levels"``."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _fail(message: str) -> None:
     # Text() keeps brackets in the message from being read as rich markup.
     console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
@@ -505,7 +510,7 @@ def cluster(
     dropped = f" ({num_dropped} rows with NaN or inf dropped, id -1)" if num_dropped else ""
     console.print(
         f"{X.shape[0]} samples -> {num_clusters} clusters{dropped} in "
-        f"{time.perf_counter() - started:.1f} s over {len(result.level_labels)} levels; written to {output}"
+        f"{time.perf_counter() - started:.1f} s over {_plural(len(result.level_labels), 'level')}; written to {output}"
     )
 
 
@@ -608,6 +613,8 @@ def _cluster_metadata(estimator: HiLander, model: Path, features: Path, result, 
             "n_levels": estimator.n_levels_,
             "min_cluster_size": estimator.min_cluster_size_,
             "refine": estimator.refine_,
+            "link_head": estimator.link_head,
+            "hidden": estimator.hidden,
             "random_state": estimator.random_state,
         },
         "features": str(features.resolve()),
