@@ -160,6 +160,31 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def runs_table(rows: list[dict]) -> str:
+    """Make a markdown table with one line per run: its seed, setting, scores and time.
+
+    The validation column shows the fold means of pairwise F / BCubed F on the held-out
+    meta-train classes for runs that recorded them (hilander's), and is empty otherwise.
+    """
+    header = (
+        "| dataset | method | seed | setting | pairwise F | BCubed F | NMI | clusters (true) "
+        "| validation pairwise F / BCubed F | time (s) |"
+    )
+    lines = [header, "|" + "---|" * 10]
+    for row in rows:
+        for run in row["runs"]:
+            m = run["metrics"]
+            validation = ""
+            if "validation_pairwise_f" in m:
+                validation = f"{m['validation_pairwise_f']:.3f} / {m['validation_bcubed_f']:.3f}"
+            lines.append(
+                f"| {row['dataset']} | {row['method']} | {run['seed']} | {run['setting']} | "
+                f"{m['pairwise_f']:.3f} | {m['bcubed_f']:.3f} | {m['nmi']:.3f} | "
+                f"{m['n_clusters']} ({m['n_classes']}) | {validation} | {run['seconds']:.0f} |"
+            )
+    return "\n".join(lines)
+
+
 def _hilander_params(text: str) -> dict:
     """Parse --hilander-params: a JSON object of HiLander constructor arguments."""
     try:

@@ -10,9 +10,10 @@ The path is relative to the folder of the markdown file. Options may follow it, 
 ``name=value`` with comma-separated values:
 
 - ``table``: ``quality`` (the rows of ``benchmarks.quality`` or ``benchmarks.omniglot``),
-  ``knn`` (``benchmarks.knn``), ``scaling`` (the runs of ``benchmarks.scaling``) or
+  ``quality-runs`` (the same files, one line per seed), ``knn`` (``benchmarks.knn``), ``scaling`` (the runs of ``benchmarks.scaling``) or
   ``scaling-exact-check`` (its ``--exact-check`` runs). Without this option the table is chosen
-  from the file's contents, in that order, so ``scaling-exact-check`` must be named.
+  from the file's contents, in that order, so ``quality-runs`` and ``scaling-exact-check`` must
+  be named.
 - ``datasets``: keep the quality rows of these datasets, spelled as in the JSON file.
 - ``methods``: keep the rows of these methods, spelled as the benchmark's ``--methods`` option
   takes them (``hilander``, ``kmeans``, ``infomap``, ... and ``exact``, ``ivf``, ... for knn).
@@ -41,7 +42,7 @@ from hilander._files import atomic_path
 
 from .baselines import BASELINES
 from .knn import knn_table
-from .quality import markdown_table
+from .quality import markdown_table, runs_table
 from .scaling import exact_check_table, scaling_table
 
 OPENING_MARKER = re.compile(r"<!--\s*results:(?P<spec>.*?)-->")
@@ -100,6 +101,12 @@ def _quality_table(results: dict, options: dict) -> str:
     return markdown_table(rows)
 
 
+def _quality_runs_table(results: dict, options: dict) -> str:
+    rows = _select(results["rows"], "datasets", options, lambda row: row["dataset"])
+    rows = _select(rows, "methods", options, lambda row: row["method"], QUALITY_METHODS)
+    return runs_table(rows)
+
+
 def _knn_table(results: dict, options: dict) -> str:
     rows = _select(results["rows"], "methods", options, lambda row: row["method"])
     return knn_table(rows, results["k"])
@@ -140,6 +147,12 @@ TABLE_KINDS = {
         lambda results: _has_list(results, "rows", "dataset", "method", "metrics", "runs"),
         frozenset({"datasets", "methods"}),
         _quality_table,
+    ),
+    "quality-runs": TableKind(
+        "a non-empty 'rows' list whose rows contain 'dataset', 'method', 'metrics' and 'runs'",
+        lambda results: _has_list(results, "rows", "dataset", "method", "metrics", "runs"),
+        frozenset({"datasets", "methods"}),
+        _quality_runs_table,
     ),
     "knn": TableKind(
         "'k' and a non-empty 'rows' list whose rows contain 'label', 'recall' and 'same_class_share'",

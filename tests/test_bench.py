@@ -318,6 +318,35 @@ def test_report_marker_options_filter_rows(tmp_path):
     )
 
 
+def test_report_quality_runs_table(tmp_path):
+    from benchmarks.report import update_markdown
+
+    row = quality_row("clinc150", "hilander", 0.25)
+    run_metrics = {
+        "pairwise_f": 0.25, "bcubed_f": 0.5, "nmi": 0.6, "n_clusters": 9, "n_classes": 8,
+        "validation_pairwise_f": 0.75, "validation_bcubed_f": 0.8,
+    }
+    row["runs"] = [
+        {"seed": 0, "setting": "epoch 5, k=5", "metrics": run_metrics, "seconds": 12.4},
+        {"seed": 1, "setting": "epoch 10, k=10", "metrics": {**run_metrics, "pairwise_f": 0.35}, "seconds": 20.0},
+    ]
+    baseline = quality_row("clinc150", "k-means (true k, oracle)", 0.2)
+    baseline_metrics = {key: value for key, value in run_metrics.items() if not key.startswith("validation")}
+    baseline["runs"] = [{"seed": 0, "setting": "true k given", "metrics": baseline_metrics, "seconds": 1.0}]
+    write_results(tmp_path / "q.json", [row, baseline])
+    markdown = tmp_path / "page.md"
+    markdown.write_text("<!-- results: q.json table=quality-runs -->\n<!-- /results -->\n")
+
+    update_markdown(markdown)
+
+    lines = markdown.read_text().splitlines()
+    assert lines[2].startswith("| dataset | method | seed | setting |")
+    assert lines[4] == "| clinc150 | hilander | 0 | epoch 5, k=5 | 0.250 | 0.500 | 0.600 | 9 (8) | 0.750 / 0.800 | 12 |"
+    assert lines[5].startswith("| clinc150 | hilander | 1 | epoch 10, k=10 | 0.350 |")
+    assert lines[6] == "| clinc150 | k-means (true k, oracle) | 0 | true k given | 0.250 | 0.500 | 0.600 | 9 (8) |  | 1 |"
+    assert len(lines) == 9
+
+
 def test_report_only_named_results(tmp_path):
     from benchmarks.report import update_markdown
 
