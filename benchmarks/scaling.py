@@ -124,7 +124,10 @@ def prepare(methods: list[str], cache: Path, hilander_params: dict, train_sample
     for name in methods:
         started = time.perf_counter()
         if name == "hilander":
-            key = json.dumps([hilander_params, train_samples, TRAIN_SEED, MIXTURE, __version__], sort_keys=True)
+            # Keyed by every constructor argument, defaults included, so that a change of defaults
+            # fits a new model instead of loading one fitted with the old ones.
+            resolved = HiLander(**hilander_params).get_params()
+            key = json.dumps([resolved, train_samples, TRAIN_SEED, MIXTURE, __version__], sort_keys=True, default=str)
             path = cache / f"scaling-model-{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
             if not path.exists():
                 cache.mkdir(parents=True, exist_ok=True)

@@ -136,6 +136,29 @@ def test_scaling_harness_small_sizes(tmp_path, capsys, monkeypatch):
     assert "| hilander | 600 | done |" in capsys.readouterr().out
 
 
+def test_scaling_cache_follows_defaults(tmp_path, monkeypatch):
+    from benchmarks import scaling
+    from hilander import HiLander
+
+    params = json.loads(TINY_HILANDER)
+    cache = tmp_path / "cache"
+    first = scaling.prepare(["hilander"], cache, params, train_samples=600)["hilander"]["model"]
+    again = scaling.prepare(["hilander"], cache, params, train_samples=600)["hilander"]["model"]
+
+    class NewDefaults(HiLander):
+        """HiLander whose default of a parameter not named in ``params`` has changed."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**{"lr": 0.05, **kwargs})
+
+    monkeypatch.setattr(scaling, "HiLander", NewDefaults)
+    changed = scaling.prepare(["hilander"], cache, params, train_samples=600)["hilander"]["model"]
+
+    assert again == first
+    assert changed != first
+    assert len(list(cache.iterdir())) == 2
+
+
 def test_scaling_marks_over_budget_runs():
     from benchmarks import scaling
 
