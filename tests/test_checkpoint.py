@@ -27,7 +27,7 @@ def uninterrupted(data):
     return HiLander(**SMALL).fit(features, labels)
 
 
-def _stop_in_epoch(epoch: int, stage_name: str = "training"):
+def _stop_in_epoch(epoch: int, stage_name: str = "training fold 1 of 2"):
     """Return a progress callback that raises KeyboardInterrupt at the first step of ``epoch``."""
 
     def progress(stage, completed, total):
@@ -39,7 +39,7 @@ def _stop_in_epoch(epoch: int, stage_name: str = "training"):
     return progress
 
 
-def _interrupt(features, labels, folder, epoch, stage_name="training"):
+def _interrupt(features, labels, folder, epoch, stage_name="training fold 1 of 2"):
     with pytest.raises(KeyboardInterrupt):
         HiLander(**SMALL).fit(features, labels, checkpoint_dir=folder, progress=_stop_in_epoch(epoch, stage_name))
 
@@ -65,7 +65,7 @@ def test_resume_matches_uninterrupted_fit(data, uninterrupted, tmp_path):
 def test_resume_in_second_fold(data, uninterrupted, tmp_path):
     features, labels, test_features = data
     folder = tmp_path / "checkpoints"
-    _interrupt(features, labels, folder, epoch=3, stage_name="training fold 2")
+    _interrupt(features, labels, folder, epoch=3, stage_name="training fold 2 of 2")
     assert (folder / "fold-1" / "checkpoint.safetensors").is_file()
     assert checkpoint_epoch(folder) == 2
     resumed = HiLander(**SMALL).fit(features, labels, checkpoint_dir=folder, resume=True)
@@ -91,7 +91,8 @@ def test_resume_after_last_epoch_skips_training(data, uninterrupted, tmp_path):
         features, labels, checkpoint_dir=folder, resume=True,
         progress=lambda stage, completed, total: steps.append(stage),
     )
-    assert "training" not in steps
+    assert not [stage for stage in steps if stage.startswith("training fold")]
+    assert "refitting on all classes" in steps
     assert np.array_equal(resumed.predict(test_features), uninterrupted.predict(test_features))
 
 
@@ -129,7 +130,7 @@ def test_single_fold_checkpoint_rejected_by_two_folds(data, tmp_path):
     features, labels, _ = data
     folder = tmp_path / "checkpoints"
     with pytest.raises(KeyboardInterrupt):
-        HiLander(**SMALL, validation_folds=1).fit(features, labels, checkpoint_dir=folder, progress=_stop_in_epoch(2))
+        HiLander(**SMALL, validation_folds=1).fit(features, labels, checkpoint_dir=folder, progress=_stop_in_epoch(2, "training"))
     with pytest.raises(ValueError, match="checkpoint of a fit with one validation fold, but this fit uses 2"):
         HiLander(**SMALL).fit(features, labels, checkpoint_dir=folder, resume=True)
 

@@ -548,7 +548,7 @@ class HiLander:
             validation = (features[validation_mask], labels[validation_mask])
             self._train(
                 graphs, validation, k_candidates, taus, size_candidates, rng, generator, progress,
-                checkpoint=checkpoint, fold=fold,
+                checkpoint=checkpoint, fold=fold, num_folds=len(folds),
             )
 
         final, self.best_epoch_ = self._choose(len(folds))
@@ -630,7 +630,7 @@ class HiLander:
 
     def _train(
         self, graphs, validation, k_candidates, taus, size_candidates, rng, generator, progress,
-        checkpoint=None, stop_after=None, fold=0,
+        checkpoint=None, stop_after=None, fold=0, num_folds=1,
     ) -> int:
         """Train ``self.model_`` and keep the weights of the epoch with the best validation score.
 
@@ -648,10 +648,10 @@ class HiLander:
         last_epoch = stop_after or self.epochs
         if stop_after:
             stage = "refitting on all classes"
-        elif fold == 0:
+        elif num_folds == 1:
             stage = "training"
         else:
-            stage = f"training fold {fold + 1}"
+            stage = f"training fold {fold + 1} of {num_folds}"
         optimizer = torch.optim.SGD(self.model_.parameters(), lr=self.lr, momentum=0.9, weight_decay=1e-5)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps, eta_min=1e-5)
         best_score, best_state, best_epoch = -np.inf, None, last_epoch
