@@ -213,7 +213,7 @@ def test_cluster_nan_rows_error_or_minus_one(trained, tmp_path):
     np.save(tmp_path / "nan.npy", features)
     result = _cluster(trained, tmp_path / "nan.npy", tmp_path / "ids.txt")
     assert result.exit_code == 2
-    assert "NaN or infinite values in 2 rows (rows 3, 60)" in result.output
+    assert "NaN or infinite values in 2 rows (counted from 0: rows 3, 60)" in result.output
     assert "--drop-nonfinite" in result.output
     assert "Traceback" not in result.output
 

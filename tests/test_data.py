@@ -74,7 +74,7 @@ def test_pickle_needs_opt_in(tmp_path, features):
 def test_nan_rows_named(tmp_path, features):
     features[[2, 7]] = np.nan
     np.save(tmp_path / "x.npy", features)
-    with pytest.raises(ValueError, match=r"2 rows \(rows 2, 7\)"):
+    with pytest.raises(ValueError, match=r"2 rows \(counted from 0: rows 2, 7\)"):
         load_features(tmp_path / "x.npy")
 
 
@@ -123,7 +123,7 @@ def test_integer_and_float64_features_converted():
 def test_float32_overflow_named():
     features = np.ones((5, 3))
     features[3, 1] = 1e300
-    with pytest.raises(ValueError, match=r"in 1 row \(row 3\), some of them finite values beyond the float32 range"):
+    with pytest.raises(ValueError, match=r"in 1 row \(counted from 0: row 3\), some of them finite values beyond the float32 range"):
         check_features(features)
 
 

@@ -110,12 +110,12 @@ def _nonfinite_message(name: str, bad_rows: np.ndarray, original: np.ndarray) ->
     count = bad_rows.shape[0]
     message = (
         f"{name} contains NaN or infinite values in {count} row{'s' if count > 1 else ''} "
-        f"({_row_list(bad_rows)})"
+        f"(counted from 0: {_row_list(bad_rows)})"
     )
     if np.isfinite(original[bad_rows[:10]]).all(axis=1).any():
         message += ", some of them finite values beyond the float32 range (about 3.4e38)"
     return (
-        message + "; remove or repair those rows before clustering, or pass drop_nonfinite=True "
+        message + "; remove or repair those rows, or pass drop_nonfinite=True "
         "(--drop-nonfinite on the command line) to leave them out"
     )
 
