@@ -300,7 +300,9 @@ def test_cluster_dimension_mismatch(trained, tmp_path):
     np.save(tmp_path / "wide.npy", np.ones((30, 20), dtype=np.float32))
     result = _cluster(trained, tmp_path / "wide.npy", tmp_path / "ids.txt")
     assert result.exit_code == 2
-    assert "X has 20 features but the model was fitted on 16" in result.output
+    output = " ".join(result.output.split())
+    assert "X has 20 features but the model was fitted on 16" in output
+    assert "wide.npy:" in output
 
 
 def test_cluster_fewer_samples_than_k(trained, tmp_path, caplog):

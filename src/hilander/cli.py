@@ -501,7 +501,8 @@ def cluster(
             try:
                 result = estimator.predict_hierarchy(X, on_level, drop_nonfinite=drop_nonfinite)
             except (ValueError, MemoryError) as error:
-                _fail(str(error))
+                # The library calls the input X, so name the file it came from.
+                _fail(f"{features}: {error}")
         clustered = result.labels[result.labels >= 0]
         num_clusters = int(np.unique(clustered).shape[0])
         num_dropped = int(result.labels.shape[0] - clustered.shape[0])
