@@ -100,8 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     def record(features: str, method: str, seed: int, result: tuple[dict, str, float]) -> None:
         metrics, setting, seconds = result
         runs.setdefault((features, method), []).append({"seed": seed, "setting": setting, "metrics": metrics, "seconds": seconds})
-        logger.info("%s %s seed %d: pairwise F %.3f, BCubed F %.3f, %d clusters, %.0f s", features, method, seed,
-                    metrics["pairwise_f"], metrics["bcubed_f"], metrics["n_clusters"], seconds)
+        logger.info("%s %s seed %d: pairwise F %.3f, BCubed F %.3f, %d clusters, %.0f s (%s)", features, method, seed,
+                    metrics["pairwise_f"], metrics["bcubed_f"], metrics["n_clusters"], seconds, setting)
+        # Written after every run, so that a crash or an interruption keeps the finished runs.
+        _write_report(args, _rows(runs))
 
     for seed in args.seeds:
         started = time.perf_counter()
@@ -128,6 +130,13 @@ def main(argv: list[str] | None = None) -> None:
             for seed in args.seeds if name in SEEDED else args.seeds[:1]:
                 record("raw pixels", name, seed, run_baseline(name, seed, train, background.labels, test, evaluation.labels))
 
+    rows = _rows(runs)
+    print(markdown_table(rows))
+    _write_report(args, rows)
+
+
+def _rows(runs: dict[tuple[str, str], list[dict]]) -> list[dict]:
+    """Summarise the runs of each (features, method) pair into one table row."""
     rows = []
     for (features, method), method_runs in runs.items():
         label = method if method == "hilander" else BASELINES[method].name
@@ -139,17 +148,22 @@ def main(argv: list[str] | None = None) -> None:
             "seconds": float(np.median([run["seconds"] for run in method_runs])),
             "runs": method_runs,
         })
-    print(markdown_table(rows))
-    if args.output is not None:
-        report = {
-            "date": date.today().isoformat(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
-            "versions": {"hilander": __version__, "torch": torch.__version__, "numpy": np.__version__},
-            "pipeline_params": args.pipeline_params,
-            "rows": rows,
-        }
-        with atomic_path(args.output) as temporary:
-            temporary.write_text(json.dumps(report, indent=2))
+    return rows
+
+
+def _write_report(args, rows: list[dict]) -> None:
+    """Replace the --output file, if any, with the rows so far, atomically."""
+    if args.output is None:
+        return
+    report = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "versions": {"hilander": __version__, "torch": torch.__version__, "numpy": np.__version__},
+        "pipeline_params": args.pipeline_params,
+        "rows": rows,
+    }
+    with atomic_path(args.output) as temporary:
+        temporary.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

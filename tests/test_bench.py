@@ -191,6 +191,29 @@ def test_omniglot_harness_small(tmp_path, capsys):
     assert "| omniglot (raw pixels) |" in capsys.readouterr().out
 
 
+def test_omniglot_harness_keeps_finished_runs(tmp_path, monkeypatch):
+    from benchmarks import omniglot
+    from hilander.images import load_omniglot
+
+    try:
+        load_omniglot("evaluation")
+    except FileNotFoundError:
+        pytest.skip("Omniglot not found: set HILANDER_DATA to the folder that contains omniglot/ to run this test")
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("baseline crashed")
+
+    monkeypatch.setattr(omniglot, "run_baseline", crash)
+    output = tmp_path / "omniglot.json"
+    params = '{"encoder_epochs": 1, "lander": {"epochs": 1, "hidden": 16, "validation_folds": 1, "train_knn": [[5, 2]]}}'
+    with pytest.raises(RuntimeError, match="baseline crashed"):
+        omniglot.main(["--classes", "40", "--baselines", "kmeans", "--pipeline-params", params, "--output", str(output)])
+
+    rows = json.loads(output.read_text())["rows"]
+    assert [(row["dataset"], row["method"]) for row in rows] == [("omniglot (pixels to clusters)", "hilander")]
+    assert rows[0]["runs"][0]["seed"] == 0
+
+
 # ---------------------------------------------------------------------------- benchmarks.report
 
 REPOSITORY = Path(__file__).resolve().parents[1]
