@@ -251,7 +251,7 @@ def test_model_stores_versions(fitted, tmp_path):
 def test_nan_features_rejected():
     features, labels = blobs(num_classes=5, per_class=10)
     features[4, 2] = np.nan
-    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 row \(row 4\)"):
+    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 row \(counted from 0: row 4\)"):
         HiLander(**SMALL).fit(features, labels)
 
 
@@ -261,7 +261,7 @@ def test_predict_drop_nonfinite_keeps_rows_aligned(fitted):
     damaged = features.copy()
     damaged[bad[:2], 3] = np.nan
     damaged[bad[2:], 0] = -np.inf
-    with pytest.raises(ValueError, match=r"4 rows \(rows 0, 17, 50, 89\)"):
+    with pytest.raises(ValueError, match=r"4 rows \(counted from 0: rows 0, 17, 50, 89\)"):
         fitted.predict(damaged)
     predicted = fitted.predict(damaged, drop_nonfinite=True)
     keep = np.setdiff1d(np.arange(90), bad)

@@ -95,7 +95,7 @@ def test_predict_on_messy_input(fitted, drawn, drop_nonfinite):
         message = str(error)
         if not drop_nonfinite:
             first_bad = int(np.flatnonzero(nonfinite)[0])
-            assert re.search(rf"\((rows?) {first_bad}\b", message), message
+            assert re.search(rf"\(counted from 0: (rows?) {first_bad}\b", message), message
         else:
             assert nonfinite.all()
             assert "every row of X" in message
