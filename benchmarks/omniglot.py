@@ -21,23 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from hilander import __version__
-from hilander._files import atomic_path
 from hilander.images import ImageSet, load_omniglot
 from hilander.metrics import evaluate
 from hilander.pipeline import ImageHiLander
 
 from .baselines import BASELINES
-from .quality import SEEDED, markdown_table, summarize
+from .quality import SEEDED, markdown_table, summary_row, write_results
 
 logger = logging.getLogger("benchmarks.omniglot")
 
@@ -137,33 +131,16 @@ def main(argv: list[str] | None = None) -> None:
 
 def _rows(runs: dict[tuple[str, str], list[dict]]) -> list[dict]:
     """Summarise the runs of each (features, method) pair into one table row."""
-    rows = []
-    for (features, method), method_runs in runs.items():
-        label = method if method == "hilander" else BASELINES[method].name
-        rows.append({
-            "dataset": f"omniglot ({features})",
-            "method": label,
-            "setting": "; ".join(dict.fromkeys(run["setting"] for run in method_runs)),
-            "metrics": summarize(method_runs),
-            "seconds": float(np.median([run["seconds"] for run in method_runs])),
-            "runs": method_runs,
-        })
-    return rows
+    return [
+        summary_row(f"omniglot ({features})", method if method == "hilander" else BASELINES[method].name, method_runs)
+        for (features, method), method_runs in runs.items()
+    ]
 
 
 def _write_report(args, rows: list[dict]) -> None:
-    """Replace the --output file, if any, with the rows so far, atomically."""
-    if args.output is None:
-        return
-    report = {
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
-        "versions": {"hilander": __version__, "torch": torch.__version__, "numpy": np.__version__},
-        "pipeline_params": args.pipeline_params,
-        "rows": rows,
-    }
-    with atomic_path(args.output) as temporary:
-        temporary.write_text(json.dumps(report, indent=2))
+    """Replace the --output file, if any, with the rows so far."""
+    if args.output is not None:
+        write_results(args.output, rows, pipeline_params=args.pipeline_params)
 
 
 if __name__ == "__main__":

@@ -127,6 +127,34 @@ def load_benchmark_split(name: str, data_dir=None) -> OpenSetSplit:
     return load_open_set_split(name, data_dir)
 
 
+def summary_row(dataset: str, method: str, runs: list[dict]) -> dict:
+    """Make one results row: the runs of a method on a dataset, their settings and medians."""
+    return {
+        "dataset": dataset,
+        "method": method,
+        "setting": "; ".join(dict.fromkeys(run["setting"] for run in runs)),
+        "metrics": summarize(runs),
+        "seconds": float(np.median([run["seconds"] for run in runs])),
+        "runs": runs,
+    }
+
+
+def write_results(path, rows: list[dict], **parameters) -> None:
+    """Replace the results file at ``path`` atomically with the rows, the date, machine and versions.
+
+    ``parameters`` are stored beside the rows, such as ``hilander_params={...}``.
+    """
+    report = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "versions": {"hilander": __version__, "torch": torch.__version__, "numpy": np.__version__},
+        **parameters,
+        "rows": rows,
+    }
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(report, indent=2))
+
+
 def summarize(runs: list[dict]) -> dict:
     """Return the median of every metric over runs, and the (min, max) of the two F-scores."""
     summary = {key: float(np.median([run["metrics"][key] for run in runs])) for key in runs[0]["metrics"]}
@@ -273,28 +301,12 @@ def main(argv: list[str] | None = None, prog: str | None = None, epilog: str | N
                     metrics, setting, seconds = run_baseline(method, split, seed)
                 runs.append({"seed": seed, "setting": setting, "metrics": metrics, "seconds": seconds})
                 logger.info("%s %s seed %d: %s", dataset, name, seed, {c: metrics[c] for c in COLUMNS})
-            settings = list(dict.fromkeys(run["setting"] for run in runs))
-            rows.append({
-                "dataset": dataset,
-                "method": name,
-                "setting": "; ".join(settings),
-                "metrics": summarize(runs),
-                "seconds": float(np.median([run["seconds"] for run in runs])),
-                "runs": runs,
-            })
+            rows.append(summary_row(dataset, name, runs))
 
     table = markdown_table(rows)
     print(table)
     if args.output is not None:
-        report = {
-            "date": date.today().isoformat(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
-            "versions": {"hilander": __version__, "torch": torch.__version__, "numpy": np.__version__},
-            "hilander_params": args.hilander_params,
-            "rows": rows,
-        }
-        with atomic_path(args.output) as temporary:
-            temporary.write_text(json.dumps(report, indent=2))
+        write_results(args.output, rows, hilander_params=args.hilander_params)
     if args.update_markdown is not None:
         _update_markdown(parser, args.update_markdown, args.output)
 
