@@ -592,7 +592,7 @@ def _cluster_images(
     }
     names = [str(path) for path in paths]
     _write_or_fail(output, lambda: save_labels(labels, output, overwrite=overwrite, metadata=metadata, row_names=names))
-    dropped = f" ({len(skipped)} undecodable file{'s' if len(skipped) != 1 else ''}, id -1)" if skipped else ""
+    dropped = f" ({_plural(len(skipped), 'undecodable file')}, id -1)" if skipped else ""
     console.print(
         f"{positions.shape[0]} images -> {num_clusters} clusters{dropped} in {time.perf_counter() - started:.1f} s; "
         f"written to {output}"
