@@ -119,9 +119,18 @@ class Hdbscan:
         return noise_to_singletons(model.fit_predict(distances))
 
 
-def _cosine_distances(features):
+def _cosine_distances(features, block: int = 2048):
+    """Return the (N, N) float64 cosine distances of unit rows, computed in blocks of rows.
+
+    One product of the whole matrix made numpy's OpenBLAS crash (a segmentation fault) on
+    19,280 rows of 784 pixels in one run; blocks of rows keep each product small.
+    """
     features = features.astype(np.float64)
-    distances = 1.0 - features @ features.T
+    distances = np.empty((features.shape[0], features.shape[0]), dtype=np.float64)
+    for start in range(0, features.shape[0], block):
+        rows = slice(start, start + block)
+        np.matmul(features[rows], features.T, out=distances[rows])
+    np.subtract(1.0, distances, out=distances)
     np.clip(distances, 0.0, 2.0, out=distances)
     np.fill_diagonal(distances, 0.0)
     return distances

@@ -106,3 +106,15 @@ def test_registry_entries_have_interface():
         assert isinstance(baseline.name, str) and baseline.name, key
         for attribute in ("tune", "run", "describe"):
             assert callable(getattr(baseline, attribute)), (key, attribute)
+
+
+def test_cosine_distances_in_blocks_match_one_product():
+    rows = np.random.default_rng(0).normal(size=(50, 8))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    expected = np.clip(1.0 - rows @ rows.T, 0.0, 2.0)
+    np.fill_diagonal(expected, 0.0)
+    # A block of 7 rows leaves a last, partial block of 1 row.
+    distances = baselines._cosine_distances(rows, block=7)
+    assert distances.dtype == np.float64
+    np.testing.assert_allclose(distances, expected, atol=1e-12)
+    assert np.all(np.diag(distances) == 0.0)
