@@ -122,8 +122,8 @@ class Hdbscan:
 def _cosine_distances(features, block: int = 2048):
     """Return the (N, N) float64 cosine distances of unit rows, computed in blocks of rows.
 
-    One product of the whole matrix made numpy's OpenBLAS crash (a segmentation fault) on
-    19,280 rows of 784 pixels in one run; blocks of rows keep each product small.
+    In one run, a single product of the whole matrix made numpy's OpenBLAS crash on 19,280
+    rows of 784 pixels. Blocks of rows keep each product small.
     """
     features = features.astype(np.float64)
     distances = np.empty((features.shape[0], features.shape[0]), dtype=np.float64)
