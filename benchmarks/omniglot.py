@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hilander._files import atomic_path
 from hilander.images import ImageSet, load_omniglot
 from hilander.metrics import evaluate
 from hilander.pipeline import ImageHiLander
@@ -54,6 +55,12 @@ def first_classes(data: ImageSet, num_classes: int) -> ImageSet:
     )
 
 
+def save_features(path: Path, train, train_labels, test, test_labels) -> None:
+    """Write one seed's features of the LANDER classes (train) and the evaluation classes (test)."""
+    with atomic_path(path) as temporary, temporary.open("wb") as stream:
+        np.savez(stream, train=train, train_labels=train_labels, test=test, test_labels=test_labels)
+
+
 def run_baseline(name: str, seed: int, train, train_labels, test, test_labels) -> tuple[dict, str, float]:
     method = BASELINES[name](seed=seed) if name in SEEDED else BASELINES[name]()
     started = time.perf_counter()
@@ -69,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-pixels", action="store_true", help="Skip the baselines on raw pixels.")
     parser.add_argument("--data-dir", default=None, help="Folder that contains omniglot/.")
     parser.add_argument("--output", type=Path, default=None, help="Write the results as JSON here.")
+    parser.add_argument(
+        "--features-dir", type=Path, default=None, metavar="DIR",
+        help="Also write each seed's learned features to DIR/seed<N>.npz (arrays train, train_labels, "
+        "test, test_labels), so that other methods can run on them without training the encoder again.",
+    )
     parser.add_argument(
         "--classes", type=int, default=None, metavar="N",
         help="Use only the first N classes of each split (default: all), for a quick check.",
@@ -113,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
         tuning = np.isin(background.labels, pipeline.lander_classes_)
         train = pipeline.transform(background.images[tuning])
         test = pipeline.transform(evaluation.images)
+        if args.features_dir is not None:
+            save_features(args.features_dir / f"seed{seed}.npz", train, background.labels[tuning], test, evaluation.labels)
         # Every baseline runs once per seed here, because each seed trains its own encoder.
         for name in args.baselines:
             result = run_baseline(name, seed, train, background.labels[tuning], test, evaluation.labels)

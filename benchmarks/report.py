@@ -10,10 +10,10 @@ The path is relative to the folder of the markdown file. Options may follow it, 
 ``name=value`` with comma-separated values:
 
 - ``table``: ``quality`` (the rows of ``benchmarks.quality`` or ``benchmarks.omniglot``),
-  ``quality-runs`` (the same files, one line per seed), ``knn`` (``benchmarks.knn``), ``scaling`` (the runs of ``benchmarks.scaling``) or
-  ``scaling-exact-check`` (its ``--exact-check`` runs). Without this option the table is chosen
-  from the file's contents, in that order, so ``quality-runs`` and ``scaling-exact-check`` must
-  be named.
+  ``quality-runs`` (the same files, one line per seed), ``knn`` (``benchmarks.knn``), ``scaling`` (the runs of ``benchmarks.scaling``),
+  ``scaling-levels`` (hilander's levels in those runs) or ``scaling-exact-check`` (its
+  ``--exact-check`` runs). Without this option the table is chosen from the file's contents, in
+  that order, so ``quality-runs``, ``scaling-levels`` and ``scaling-exact-check`` must be named.
 - ``datasets``: keep the quality rows of these datasets, spelled as in the JSON file.
 - ``methods``: keep the rows of these methods, spelled as the benchmark's ``--methods`` option
   takes them (``hilander``, ``kmeans``, ``infomap``, ... and ``exact``, ``ivf``, ... for knn).
@@ -43,7 +43,7 @@ from hilander._files import atomic_path
 from .baselines import BASELINES
 from .knn import knn_table
 from .quality import markdown_table, runs_table
-from .scaling import exact_check_table, scaling_table
+from .scaling import exact_check_table, levels_table, scaling_table
 
 OPENING_MARKER = re.compile(r"<!--\s*results:(?P<spec>.*?)-->")
 CLOSING_MARKER = re.compile(r"<!--\s*/results\s*-->")
@@ -118,6 +118,11 @@ def _scaling_table(results: dict, options: dict) -> str:
     return scaling_table(runs)
 
 
+def _levels_table(results: dict, options: dict) -> str:
+    runs = _select(results["runs"], "sizes", options, lambda run: str(run["n"]))
+    return levels_table(runs)
+
+
 def _exact_check_table(results: dict, options: dict) -> str:
     return exact_check_table(results["exact_check"])
 
@@ -165,6 +170,12 @@ TABLE_KINDS = {
         lambda results: _has_list(results, "runs", "method", "n", "result"),
         frozenset({"methods", "sizes"}),
         _scaling_table,
+    ),
+    "scaling-levels": TableKind(
+        "a non-empty 'runs' list whose runs contain 'method', 'n' and 'result'",
+        lambda results: _has_list(results, "runs", "method", "n", "result"),
+        frozenset({"sizes"}),
+        _levels_table,
     ),
     "scaling-exact-check": TableKind(
         "a non-empty 'exact_check' list whose runs contain 'knn_method', 'n' and 'result'",

@@ -56,8 +56,12 @@ DEFAULT_CACHE = Path("benchmarks/.cache")
 
 
 def clustering_mixture(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return the n-sample test mixture; its classes are disjoint from the meta-train mixture's."""
-    return make_mixture(n, max(2, n // SAMPLES_PER_CLASS), dim=DIM, seed=n, **MIXTURE)
+    """Return the n-sample test mixture; its classes are disjoint from the meta-train mixture's.
+
+    Its class centres share the meta-train mixture's shared direction, as the embeddings of new
+    classes from one encoder share the space of its training classes.
+    """
+    return make_mixture(n, max(2, n // SAMPLES_PER_CLASS), dim=DIM, seed=n, shared_seed=TRAIN_SEED, **MIXTURE)
 
 
 def train_set(n: int = TRAIN_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
@@ -178,6 +182,29 @@ def scaling_table(runs: list[dict]) -> str:
             f"{r['peak_memory'] / 1024**3:.2f} | {m['pairwise_f']:.3f} | {m['bcubed_f']:.3f} | "
             f"{m['n_clusters']:,} ({m['n_classes']:,}) |"
         )
+    return "\n".join(lines)
+
+
+def levels_table(runs: list[dict]) -> str:
+    """Format each hilander level of the finished runs as a markdown table, one line per level.
+
+    The recall is that of the level's approximate kNN lists against exact search on sampled rows.
+    Exact search has none.
+    """
+    lines = [
+        "| N | level | nodes | kNN method | kNN (s) | kNN recall | GNN (s) | decoding (s) | peak memory (GiB) |",
+        "|" + "---|" * 9,
+    ]
+    for run in runs:
+        result = run["result"]
+        if run["method"] != "hilander" or result["status"] != "done":
+            continue
+        for level, stats in enumerate(result["stages"]["levels"]):
+            recall = "(exact)" if stats["recall"] is None else f"{stats['recall']:.3f}"
+            lines.append(
+                f"| {run['n']:,} | {level} | {stats['nodes']:,} | {stats['knn_method']} | {stats['knn_seconds']:.1f} | "
+                f"{recall} | {stats['gnn_seconds']:.1f} | {stats['decode_seconds']:.1f} | {stats['peak_memory'] / 1024**3:.2f} |"
+            )
     return "\n".join(lines)
 
 

@@ -59,6 +59,7 @@ def make_mixture(
     spread_range: tuple[float, float] = (0.5, 1.5),
     centre_similarity: float = 0.0,
     seed: int = 0,
+    shared_seed: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Generate a shuffled mixture of ``n_classes`` Gaussian blobs, L2-normalised.
 
@@ -73,6 +74,11 @@ def make_mixture(
             similarity of about 1 / sqrt(1 + s ** 2) to its centre.
         centre_similarity: expected cosine similarity between two class centres, in [0, 1).
         seed: seed of every random draw; equal arguments give equal output.
+        shared_seed: seed of the direction that ``centre_similarity`` mixes into every centre;
+            ``None`` draws it from ``seed``. Mixtures with equal ``shared_seed`` and different
+            ``seed`` have different classes around the same shared direction, as the training
+            and the new classes of one embedding model do. With different shared directions,
+            a model fitted on one mixture meets a rotated space in the other.
 
     Returns:
         ``(features, labels)``: (n_samples, dim) float32 with unit rows, and (n_samples,) int64.
@@ -92,7 +98,10 @@ def make_mixture(
     sizes = class_sizes(n_samples, n_classes, zipf_exponent, min_size)
 
     rng = np.random.default_rng(seed)
+    # Drawn from rng in every case, so that shared_seed changes only the shared direction.
     shared = _unit_rows(rng.standard_normal((1, dim)))
+    if shared_seed is not None:
+        shared = _unit_rows(np.random.default_rng(shared_seed).standard_normal((1, dim)))
     own = _unit_rows(rng.standard_normal((n_classes, dim)))
     # Mixing unit vectors as sqrt(c) * shared + sqrt(1 - c) * own gives centres of cosine about c,
     # because independent random directions are nearly orthogonal in many dimensions.

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import quality
@@ -134,6 +135,12 @@ def test_scaling_harness_small_sizes(tmp_path, capsys, monkeypatch):
     assert report["exact_check"][1]["result"]["stages"]["levels"][0]["recall"] > 0.5
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| hilander | 600 | done |" in capsys.readouterr().out
+    # One line per hilander level; k-means has no levels.
+    table = scaling.levels_table(report["runs"]).splitlines()
+    level_count = sum(len(run["result"]["stages"]["levels"]) for run in report["runs"][::2])
+    assert len(table) == 2 + level_count
+    assert table[2].startswith("| 300 | 0 | 300 | exact |")
+    assert "| (exact) |" in table[2]
 
 
 def test_scaling_cache_follows_defaults(tmp_path, monkeypatch):
@@ -178,7 +185,10 @@ def test_omniglot_harness_small(tmp_path, capsys):
         pytest.skip("Omniglot not found: set HILANDER_DATA to the folder that contains omniglot/ to run this test")
     output = tmp_path / "omniglot.json"
     params = '{"encoder_epochs": 1, "lander": {"epochs": 1, "hidden": 16, "validation_folds": 1, "train_knn": [[5, 2]]}}'
-    omniglot.main(["--classes", "40", "--baselines", "kmeans", "--pipeline-params", params, "--output", str(output)])
+    omniglot.main([
+        "--classes", "40", "--baselines", "kmeans", "--pipeline-params", params, "--output", str(output),
+        "--features-dir", str(tmp_path / "features"),
+    ])
     rows = json.loads(output.read_text())["rows"]
     assert [(row["dataset"], row["method"]) for row in rows] == [
         ("omniglot (pixels to clusters)", "hilander"),
@@ -189,6 +199,13 @@ def test_omniglot_harness_small(tmp_path, capsys):
         assert row["metrics"]["n_classes"] == 40
         assert 0.0 <= row["metrics"]["pairwise_f"] <= 1.0
     assert "| omniglot (raw pixels) |" in capsys.readouterr().out
+    with np.load(tmp_path / "features" / "seed0.npz") as saved:
+        # 40 evaluation classes of 20 drawings; the LANDER classes are those the encoder left out.
+        assert saved["test"].shape[0] == saved["test_labels"].shape[0] == 800
+        assert np.unique(saved["test_labels"]).shape[0] == 40
+        assert saved["train"].shape[1] == saved["test"].shape[1]
+        assert 2 <= np.unique(saved["train_labels"]).shape[0] < 40
+        np.testing.assert_allclose(np.linalg.norm(saved["test"], axis=1), 1.0, atol=1e-5)
 
 
 def test_omniglot_harness_keeps_finished_runs(tmp_path, monkeypatch):
@@ -391,6 +408,34 @@ def test_report_quality_runs_table(tmp_path):
     assert lines[5].startswith("| clinc150 | hilander | 1 | epoch 10, k=10 | 0.350 |")
     assert lines[6] == "| clinc150 | k-means (true k, oracle) | 0 | true k given | 0.250 | 0.500 | 0.600 | 9 (8) |  | 1 |"
     assert len(lines) == 9
+
+
+def test_report_scaling_levels_table(tmp_path):
+    from benchmarks.report import update_markdown
+
+    def level(nodes, method, recall):
+        return {
+            "nodes": nodes, "knn_method": method, "knn_seconds": 2.0, "recall": recall,
+            "gnn_seconds": 1.0, "decode_seconds": 0.5, "peak_memory": 2 * 1024**3,
+        }
+
+    hilander_run = {"status": "done", "stages": {"levels": [level(300_000, "ivf", 0.655), level(17_000, "exact", None)]}}
+    runs = [
+        {"method": "hilander", "n": 300_000, "result": hilander_run},
+        {"method": "kmeans", "n": 300_000, "result": {"status": "over budget", "seconds": 600.0}},
+        {"method": "hilander", "n": 10_000, "result": {**hilander_run, "stages": {"levels": [level(10_000, "exact", None)]}}},
+    ]
+    (tmp_path / "s.json").write_text(json.dumps({"runs": runs}))
+    markdown = tmp_path / "page.md"
+    markdown.write_text("<!-- results: s.json table=scaling-levels sizes=300000 -->\n<!-- /results -->\n")
+
+    update_markdown(markdown)
+
+    lines = markdown.read_text().splitlines()
+    assert lines[2].startswith("| N | level | nodes | kNN method |")
+    assert lines[4] == "| 300,000 | 0 | 300,000 | ivf | 2.0 | 0.655 | 1.0 | 0.5 | 2.00 |"
+    assert lines[5] == "| 300,000 | 1 | 17,000 | exact | 2.0 | (exact) | 1.0 | 0.5 | 2.00 |"
+    assert len(lines) == 8
 
 
 def test_report_only_named_results(tmp_path):
