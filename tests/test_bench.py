@@ -198,6 +198,7 @@ def test_omniglot_harness_small(tmp_path, capsys):
     for row in rows:
         assert row["metrics"]["n_classes"] == 40
         assert 0.0 <= row["metrics"]["pairwise_f"] <= 1.0
+    assert 0.0 <= rows[0]["runs"][0]["metrics"]["validation_bcubed_f"] <= 1.0
     assert "| omniglot (raw pixels) |" in capsys.readouterr().out
     with np.load(tmp_path / "features" / "seed0.npz") as saved:
         # 40 evaluation classes of 20 drawings; the LANDER classes are those the encoder left out.
