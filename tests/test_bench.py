@@ -253,6 +253,34 @@ def write_results(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def test_links_benchmark_scores_every_link_score(tmp_path, capsys):
+    from benchmarks import links
+
+    from conftest import blobs
+
+    features, labels = blobs(num_classes=40, per_class=15, spread=0.9, seed=2)
+    path = tmp_path / "features.npz"
+    train = labels < 25
+    np.savez(path, train=features[train], train_labels=labels[train], test=features[~train], test_labels=labels[~train])
+    output = tmp_path / "links.json"
+    links.main([
+        "--features", str(path), "--k", "5", "10", "--output", str(output),
+        "--hilander-params", '{"hidden": 16, "epochs": 2, "eval_every": 1, "tau_grid": [0.3, 0.6]}',
+    ])
+    results = json.loads(output.read_text())
+    assert [row["k"] for row in results["rows"]] == [5, 10]
+    for row in results["rows"]:
+        assert set(row["auc"]) == {*links.VARIANTS, "cosine similarity", "shared-neighbour share"}
+        assert all(0.0 <= auc <= 1.0 for auc in row["auc"].values()), row
+        # The two scores that need no training rank these overlapping blobs well above chance.
+        assert row["auc"]["cosine similarity"] > 0.6 and row["auc"]["shared-neighbour share"] > 0.6, row
+        assert 0.0 < row["same_class_share"] < 1.0
+    assert set(results["clusterings"]) == set(links.VARIANTS)
+    for run in results["clusterings"].values():
+        assert run["metrics"]["n_classes"] == 15 and run["metrics"]["pairwise_f"] > 0.3
+    assert "AUC: shared-neighbour share" in capsys.readouterr().out
+
+
 def test_report_replaces_only_marked_table(tmp_path):
     from benchmarks.report import update_markdown
 

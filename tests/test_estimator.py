@@ -136,6 +136,34 @@ def test_save_load_identical_predictions(fitted, tmp_path):
     assert (loaded.k_, loaded.tau_, loaded.n_levels_) == (fitted.k_, fitted.tau_, fitted.n_levels_)
 
 
+def test_model_without_shared_neighbor_setting_loads_as_before(tmp_path):
+    # Files written before the shared-neighbour input existed have no such parameter; they
+    # must load as models that score links without it, and predict as when they were saved.
+    features, labels = blobs(num_classes=30, per_class=20, seed=0)
+    old = HiLander(**SMALL, shared_neighbors=False).fit(features, labels)
+    path = tmp_path / "old.safetensors"
+    old.save(path)
+
+    def drop_setting(metadata):
+        config = json.loads(metadata["config"])
+        del config["params"]["shared_neighbors"]
+        metadata["config"] = json.dumps(config)
+
+    _rewrite_model(path, drop_setting)
+    loaded = HiLander.load(path)
+    assert loaded.shared_neighbors is False and loaded.model_.shared_neighbors is False
+    test, _ = blobs(num_classes=10, per_class=20, seed=3)
+    assert np.array_equal(loaded.predict(test), old.predict(test))
+
+
+def test_shared_neighbor_model_round_trips(fitted, tmp_path):
+    assert fitted.shared_neighbors is True and fitted.model_.shared_neighbors is True
+    path = tmp_path / "model.safetensors"
+    fitted.save(path)
+    loaded = HiLander.load(path)
+    assert loaded.model_.shared_neighbors is True
+
+
 def test_load_rejects_newer_format(fitted, tmp_path):
     from safetensors.torch import load_file, save_file
     from safetensors import safe_open
@@ -216,6 +244,9 @@ def _set_top_config(metadata, **changes):
         # A header asking for a network of 10^9 units must fail on shapes, before allocating it.
         (lambda m: _set_config(m, hidden=10**9), None, "damaged hilander model .RuntimeError: Error.s. in loading"),
         (lambda m: _set_config(m, conv="mystery"), None, "conv='mystery' is invalid"),
+        (lambda m: _set_config(m, shared_neighbors="yes"), None, "shared_neighbors='yes' is invalid"),
+        # A file that claims no shared-neighbour input while its head has one more weight for it.
+        (lambda m: _set_config(m, shared_neighbors=False), None, "damaged hilander model .RuntimeError"),
         (lambda m: _set_top_config(m, refine_="false"), None, "refine_='false' is not true or false"),
         (None, lambda t: t.pop(next(iter(t))), "Missing key"),
         (None, lambda t: t.update({name: v.double() for name, v in t.items()}), "has dtype torch.float64, not float32"),

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from hilander.data import l2_normalize
@@ -71,8 +72,8 @@ def test_sampled_batch_matches_full_graph():
     # Unsorted seeds: the batch must keep their order in its seed arrays.
     features, neighbors, similarities = _random_graph(n=80, k=6, seed=3)
     torch.manual_seed(0)
-    for num_layers, conv in ((1, "graphconv"), (2, "graphconv"), (2, "gat")):
-        model = Lander(in_dim=6, hidden=16, num_layers=num_layers, conv=conv).eval()
+    for num_layers, conv, shared in ((1, "graphconv", False), (2, "graphconv", False), (2, "gat", False), (1, "graphconv", True)):
+        model = Lander(in_dim=6, hidden=16, num_layers=num_layers, conv=conv, shared_neighbors=shared).eval()
         graph = LevelGraph(
             inputs=features, neighbors=neighbors, similarities=similarities,
             labels=np.zeros(80, dtype=np.int64), density=np.zeros(80, dtype=np.float32),
@@ -82,7 +83,9 @@ def test_sampled_batch_matches_full_graph():
         batch = NeighborhoodSampler(graph, num_layers, batch_size=4, device="cpu").batch(seeds)
         with torch.no_grad():
             h = model.embed(batch.inputs, batch.source, batch.target, batch.weight, batch.output_sizes)
-            logits = model.link_logits(h, batch.seed_source, batch.seed_target, batch.seed_similarity.reshape(-1))
+            logits = model.link_logits(
+                h, batch.seed_source, batch.seed_target, batch.seed_similarity.reshape(-1), batch.seed_shared.reshape(-1)
+            )
         prob_batch = torch.softmax(logits, 1)[:, 1].reshape(4, 5).numpy()
         assert np.allclose(prob_batch, prob_full[seeds], atol=1e-5), (num_layers, conv)
 
@@ -97,3 +100,25 @@ def test_gat_variant_runs_forward_and_backward():
     logits.sum().backward()
     assert logits.shape == (source.shape[0], 2)
     assert model.convs[0].lin.weight.grad is not None
+
+
+def test_shared_neighbor_input_changes_the_links_and_is_required():
+    torch.manual_seed(0)
+    h = torch.randn(5, 8)
+    source, target = torch.tensor([0, 1, 2]), torch.tensor([3, 3, 4])
+    similarity = torch.tensor([0.9, 0.2, -0.1])
+    for head in ("product", "additive", "cosine"):
+        model = Lander(in_dim=6, hidden=8, link_head=head, shared_neighbors=True)
+        if head == "cosine":
+            with torch.no_grad():
+                model.shared_weight.fill_(3.0)
+        with torch.no_grad():
+            low = model.link_logits(h, source, target, similarity, torch.zeros(3))
+            high = model.link_logits(h, source, target, similarity, torch.ones(3))
+        assert not torch.allclose(low, high), head
+        with pytest.raises(ValueError, match="shared-neighbour share"):
+            model.link_logits(h, source, target, similarity)
+    # Without the flag the head has the same parameters as before the input existed.
+    plain = Lander(in_dim=6, hidden=8, link_head="product")
+    wide = Lander(in_dim=6, hidden=8, link_head="product", shared_neighbors=True)
+    assert wide.classifier[1].in_features == plain.classifier[1].in_features + 1

@@ -297,6 +297,7 @@ def train(
     lr: float = typer.Option(_DEFAULT["lr"], help="Initial SGD learning rate (cosine-annealed)."),
     hidden: int = typer.Option(_DEFAULT["hidden"], help="Width of the GNN layer."),
     link_head: LinkHead = typer.Option(LinkHead(_DEFAULT["link_head"]), help="How an edge is scored: cosine of learned projections of its two ends, a classifier on their sum and product, or on their sum only (the reference implementation)."),
+    shared_neighbors: bool = typer.Option(_DEFAULT["shared_neighbors"], "--shared-neighbors/--no-shared-neighbors", help="Let the link head read the share of kNN lists an edge's two ends have in common, which carries over to new classes better than the features alone."),
     conv: Conv = typer.Option(Conv.graphconv, help="Graph layer: similarity-weighted mean or attention."),
     validation_fraction: float = typer.Option(0.5, help="Share of classes held out to choose the model, k, tau, levels and minimum cluster size (the model is then trained again on all classes, see --refit)."),
     validation_folds: int = typer.Option(2, help="Disjoint held-out class sets, each of --validation-fraction; a model is trained per set and the settings with the best mean score win. --no-refit needs 1."),
@@ -347,7 +348,8 @@ def train(
 
     lander_params = dict(
         k=k, tau=tau, max_levels=max_levels, min_cluster_size=min_cluster_size, refine=refine,
-        train_knn=_parse_train_knn(train_knn), epochs=epochs, lr=lr, hidden=hidden, link_head=link_head.value, conv=conv.value,
+        train_knn=_parse_train_knn(train_knn), epochs=epochs, lr=lr, hidden=hidden, link_head=link_head.value,
+        shared_neighbors=shared_neighbors, conv=conv.value,
         validation_fraction=validation_fraction, validation_folds=validation_folds, refit=refit, knn_method=knn_method.value,
         knn_params=_parse_knn_params(knn_param),
     )
@@ -615,6 +617,7 @@ def _cluster_metadata(estimator: HiLander, model: Path, features: Path, result, 
             "min_cluster_size": estimator.min_cluster_size_,
             "refine": estimator.refine_,
             "link_head": estimator.link_head,
+            "shared_neighbors": estimator.shared_neighbors,
             "hidden": estimator.hidden,
             "random_state": estimator.random_state,
         },

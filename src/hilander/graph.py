@@ -32,6 +32,7 @@ __all__ = [
     "edge_arrays",
     "ground_truth_density",
     "same_label_mask",
+    "shared_neighbor_share",
 ]
 
 logger = logging.getLogger(__name__)
@@ -324,6 +325,43 @@ def edge_arrays(
     target = np.repeat(np.arange(n, dtype=np.int64), k - 1)
     similarity = similarities[:, 1:].reshape(-1)
     return source, target, similarity
+
+
+# Comparisons per block of shared_neighbor_share: bounds its (rows, k - 1, k, k) bool array to 16 MiB.
+_SHARED_BLOCK_ELEMENTS = 1 << 24
+
+
+def shared_neighbor_share(neighbors: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Return, for every edge of a kNN graph, the share of neighbours its two ends have in common.
+
+    For centre i and its neighbour j (both lists including the node itself), the share is
+    ``|N(i) & N(j)| / k``. Two samples of one class tend to share most of their neighbours even
+    when their own similarity is modest, while two samples on either side of a class border share
+    few. Unlike a learned function of the features, this count does not depend on where the
+    classes lie in the embedding space, so it carries over to classes that training never saw.
+
+    Args:
+        neighbors: (n, k) int64 kNN lists of the whole graph, column 0 being the node itself.
+        start, stop: the centres to compute, rows ``start`` to ``stop`` (default: all rows).
+
+    Returns:
+        (stop - start, k - 1) float32 array in [0, 1], aligned with ``neighbors[start:stop, 1:]``.
+    """
+    n, k = neighbors.shape
+    stop = n if stop is None else min(stop, n)
+    out = np.empty((max(stop - start, 0), k - 1), dtype=np.float32)
+    if k < 2:
+        return out
+    rows = max(1, _SHARED_BLOCK_ELEMENTS // ((k - 1) * k * k))
+    for first in range(start, stop, rows):
+        own = neighbors[first : min(first + rows, stop)]
+        theirs = neighbors[own[:, 1:]]
+        # A neighbour of j counts once if it is anywhere in i's list, so a list padded with
+        # repeats of the node itself (an approximate search that found too few rows) stays <= k.
+        common = (theirs[:, :, :, None] == own[:, None, None, :]).any(axis=3).sum(axis=2)
+        np.minimum(common, k, out=common)
+        out[first - start : first - start + own.shape[0]] = common / np.float32(k)
+    return out
 
 
 def same_label_mask(neighbors: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import torch
 from scipy.sparse.csgraph import connected_components
 
 from .data import l2_normalize
-from .graph import KnnConfig, knn_graph, nearest_rows
+from .graph import KnnConfig, knn_graph, nearest_rows, shared_neighbor_share
 from .model import Lander, normalized_edge_weights, predicted_density
 from .resources import peak_memory_bytes, reset_peak_memory
 
@@ -268,7 +268,10 @@ def score_level(
         source = torch.from_numpy(np.ascontiguousarray(neighbors[start:stop, 1:]).reshape(-1)).to(device)
         target = torch.from_numpy(np.repeat(np.arange(start, stop, dtype=np.int64), k - 1)).to(device)
         similarity = torch.from_numpy(np.ascontiguousarray(similarities[start:stop, 1:])).to(device)
-        logits = model.score(projected, source, target, similarity.reshape(-1))
+        shared = None
+        if model.shared_neighbors:
+            shared = torch.from_numpy(shared_neighbor_share(neighbors, start, stop).reshape(-1)).to(device)
+        logits = model.score(projected, source, target, similarity.reshape(-1), shared)
         prob = torch.softmax(logits, dim=1)[:, 1].reshape(stop - start, k - 1)
         prob_same[start:stop] = prob.cpu().numpy()
         density[start:stop] = predicted_density(prob, similarity).cpu().numpy()

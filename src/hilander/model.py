@@ -91,6 +91,9 @@ class Lander(nn.Module):
             the sum of the two ends' projections, the elementwise product of a shared projection
             and s_ij. ``"additive"`` uses only the sum of the source and target projections, as
             the reference implementation does.
+        shared_neighbors: the link head also reads each edge's shared-neighbour share (see
+            :func:`hilander.graph.shared_neighbor_share`), as one more input of the classifier or,
+            for the ``"cosine"`` head, one more learned weight.
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class Lander(nn.Module):
         heads: int = 1,
         dropout: float = 0.0,
         link_head: str = "product",
+        shared_neighbors: bool = False,
     ) -> None:
         super().__init__()
         if link_head not in LINK_HEADS:
@@ -126,6 +130,8 @@ class Lander(nn.Module):
         out_dim = widths[-1]
         half = hidden // 2
         self.link_head = link_head
+        self.shared_neighbors = bool(shared_neighbors)
+        extra = 1 if self.shared_neighbors else 0
         if link_head == "cosine":
             # Metric learning compares samples of unseen classes by the cosine of a learned
             # projection. A classifier on the pair fits the training classes instead, so its
@@ -134,15 +140,17 @@ class Lander(nn.Module):
             # Scale of the projected cosine, weight of the input cosine and bias: P(same) starts
             # at 0.5 for a projected cosine of 0.5 and rises steeply above it.
             self.cosine_affine = nn.Parameter(torch.tensor([10.0, 0.0, -5.0]))
+            if self.shared_neighbors:
+                self.shared_weight = nn.Parameter(torch.zeros(1))
             return
         self.source_proj = nn.Linear(out_dim, half)
         self.target_proj = nn.Linear(out_dim, half)
-        classifier_in = half
+        classifier_in = half + extra
         if link_head == "product":
             # A shared projection whose elementwise product of the two ends acts as a learned
             # bilinear similarity, which the additive reference head can only approximate.
             self.product_proj = nn.Linear(out_dim, half)
-            classifier_in = 2 * half + 1
+            classifier_in = 2 * half + 1 + extra
         self.classifier = nn.Sequential(
             nn.PReLU(classifier_in), nn.Linear(classifier_in, half), nn.PReLU(half), nn.Linear(half, 2)
         )
@@ -209,20 +217,28 @@ class Lander(nn.Module):
         return self.dropout(torch.relu(h))
 
     def link_logits(
-        self, h: torch.Tensor, source: torch.Tensor, target: torch.Tensor, similarity: torch.Tensor
+        self,
+        h: torch.Tensor,
+        source: torch.Tensor,
+        target: torch.Tensor,
+        similarity: torch.Tensor,
+        shared: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Score edges from node embeddings.
 
         Args:
             h: (n, out_dim) node embeddings.
             source, target: (E,) int64 edge ends.
-            similarity: (E,) cosine similarity of each edge (used by the ``"product"`` head).
+            similarity: (E,) cosine similarity of each edge (read by the ``"product"`` and
+                ``"cosine"`` heads).
+            shared: (E,) shared-neighbour share of each edge; required when the model was built
+                with ``shared_neighbors=True``, ignored otherwise.
 
         Returns:
             (E, 2) logits; softmax index 1 is P(same class).
         """
         projected = self._project(h)
-        return self._score(projected, source, target, similarity)
+        return self._score(projected, source, target, similarity, shared)
 
     def project(self, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Map (n, out_dim) embeddings to the per-node projections that :meth:`score` reads.
@@ -232,9 +248,9 @@ class Lander(nn.Module):
         """
         return self._project(h)
 
-    def score(self, projected: tuple[torch.Tensor, ...], source, target, similarity) -> torch.Tensor:
+    def score(self, projected: tuple[torch.Tensor, ...], source, target, similarity, shared=None) -> torch.Tensor:
         """Return (E, 2) link logits of edges from the node projections of :meth:`project`."""
-        return self._score(projected, source, target, similarity)
+        return self._score(projected, source, target, similarity, shared)
 
     def _project(self, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.link_head == "cosine":
@@ -243,16 +259,25 @@ class Lander(nn.Module):
             return self.source_proj(h), self.target_proj(h), self.product_proj(h)
         return self.source_proj(h), self.target_proj(h)
 
-    def _score(self, projected, source, target, similarity) -> torch.Tensor:
+    def _score(self, projected, source, target, similarity, shared=None) -> torch.Tensor:
+        if self.shared_neighbors and shared is None:
+            raise ValueError(
+                "this model reads each edge's shared-neighbour share; pass shared=, as "
+                "hilander.graph.shared_neighbor_share computes it from the kNN lists"
+            )
         if self.link_head == "cosine":
             cosine = (projected[0][source] * projected[0][target]).sum(dim=1)
             scale, weight, bias = self.cosine_affine
             z = scale * cosine + weight * similarity.to(cosine.dtype) + bias
+            if self.shared_neighbors:
+                z = z + self.shared_weight * shared.to(cosine.dtype)
             return torch.stack([-0.5 * z, 0.5 * z], dim=1)
         combined = projected[0][source] + projected[1][target]
         if self.link_head == "product":
             product = projected[2][source] * projected[2][target]
             combined = torch.cat([combined, product, similarity.unsqueeze(1).to(combined.dtype)], dim=1)
+        if self.shared_neighbors:
+            combined = torch.cat([combined, shared.unsqueeze(1).to(combined.dtype)], dim=1)
         return self.classifier(combined)
 
     def link_probabilities(
@@ -261,6 +286,7 @@ class Lander(nn.Module):
         source: torch.Tensor,
         target: torch.Tensor,
         similarity: torch.Tensor,
+        shared: torch.Tensor | None = None,
         chunk_size: int = 1 << 20,
     ) -> torch.Tensor:
         """Return P(same class) of each edge, computed in chunks of edges to bound memory."""
@@ -268,6 +294,7 @@ class Lander(nn.Module):
         out = torch.empty(source.shape[0], dtype=h.dtype, device=h.device)
         for start in range(0, source.shape[0], chunk_size):
             stop = start + chunk_size
-            logits = self._score(projected, source[start:stop], target[start:stop], similarity[start:stop])
+            part = None if shared is None else shared[start:stop]
+            logits = self._score(projected, source[start:stop], target[start:stop], similarity[start:stop], part)
             out[start:stop] = torch.softmax(logits, dim=1)[:, 1]
         return out

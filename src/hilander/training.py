@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import l2_normalize
-from .graph import KnnConfig, ground_truth_density, knn_graph, same_label_mask
+from .graph import KnnConfig, ground_truth_density, knn_graph, same_label_mask, shared_neighbor_share
 from .inference import cluster_means, decode_level, node_inputs, super_nodes
 from .model import Lander, normalized_edge_weights, predicted_density
 
@@ -41,6 +41,8 @@ class LevelGraph:
         similarities: (n, k) float32 cosine similarities.
         labels: (n,) class of each node (its peak's class above level 0).
         density: (n,) float32 ground-truth density.
+        shared: (n, k - 1) float32 shared-neighbour share of each edge (see
+            :func:`hilander.graph.shared_neighbor_share`); computed from ``neighbors`` when omitted.
     """
 
     inputs: np.ndarray
@@ -48,6 +50,11 @@ class LevelGraph:
     similarities: np.ndarray
     labels: np.ndarray
     density: np.ndarray
+    shared: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.shared is None:
+            self.shared = shared_neighbor_share(self.neighbors)
 
     @property
     def num_nodes(self) -> int:
@@ -138,6 +145,7 @@ class Batch:
     seed_source: torch.Tensor
     seed_target: torch.Tensor
     seed_similarity: torch.Tensor
+    seed_shared: torch.Tensor
     seed_density: torch.Tensor
     seed_same: torch.Tensor
     seed_denser: torch.Tensor
@@ -212,6 +220,7 @@ class NeighborhoodSampler:
             seed_source=local(seed_neighbors.ravel()).to(to),
             seed_target=local(np.repeat(seeds, k - 1)).to(to),
             seed_similarity=torch.from_numpy(self.graph.similarities[seeds, 1:]).to(to),
+            seed_shared=torch.from_numpy(self.graph.shared[seeds]).to(to),
             seed_density=seed_density.to(to),
             seed_same=torch.from_numpy(same).to(to),
             seed_denser=(neighbor_density > seed_density[:, None]).to(to),
@@ -229,7 +238,9 @@ def batch_loss(model: Lander, batch: Batch, generator: torch.Generator) -> tuple
         ``(loss, parts)`` where ``parts`` contains the float values of ``"density"`` and ``"link"``.
     """
     h = model.embed(batch.inputs, batch.source, batch.target, batch.weight, batch.output_sizes)
-    logits = model.link_logits(h, batch.seed_source, batch.seed_target, batch.seed_similarity.reshape(-1))
+    logits = model.link_logits(
+        h, batch.seed_source, batch.seed_target, batch.seed_similarity.reshape(-1), batch.seed_shared.reshape(-1)
+    )
     num_seeds, degree = batch.seed_similarity.shape
     prob_same = torch.softmax(logits, dim=1)[:, 1].reshape(num_seeds, degree)
     density_loss = F.mse_loss(predicted_density(prob_same, batch.seed_similarity), batch.seed_density)
