@@ -137,8 +137,8 @@ def test_save_load_identical_predictions(fitted, tmp_path):
 
 
 def test_model_without_shared_neighbor_setting_loads_as_before(tmp_path):
-    # Files written before the shared-neighbour input existed have no such parameter; they
-    # must load as models that score links without it, and predict as when they were saved.
+    # Files written before the shared-neighbour input existed have no such parameter. They must
+    # load as models that score links without it and predict as they did when saved.
     features, labels = blobs(num_classes=30, per_class=20, seed=0)
     old = HiLander(**SMALL, shared_neighbors=False).fit(features, labels)
     path = tmp_path / "old.safetensors"
@@ -151,13 +151,15 @@ def test_model_without_shared_neighbor_setting_loads_as_before(tmp_path):
 
     _rewrite_model(path, drop_setting)
     loaded = HiLander.load(path)
-    assert loaded.shared_neighbors is False and loaded.model_.shared_neighbors is False
+    assert loaded.shared_neighbors is False
+    assert loaded.model_.shared_neighbors is False
     test, _ = blobs(num_classes=10, per_class=20, seed=3)
     assert np.array_equal(loaded.predict(test), old.predict(test))
 
 
 def test_shared_neighbor_model_round_trips(fitted, tmp_path):
-    assert fitted.shared_neighbors is True and fitted.model_.shared_neighbors is True
+    assert fitted.shared_neighbors is True
+    assert fitted.model_.shared_neighbors is True
     path = tmp_path / "model.safetensors"
     fitted.save(path)
     loaded = HiLander.load(path)

@@ -54,13 +54,14 @@ def test_ground_truth_density_formula():
     assert density == pytest.approx([0.2, 0.1, -0.5])
 
 
-def test_shared_neighbor_share_counts_common_list_members():
+def test_shared_neighbor_share_counts():
     rng = np.random.default_rng(4)
     centres = rng.normal(size=(6, 12))
     features = l2_normalize((np.repeat(centres, 30, axis=0) + 0.6 * rng.normal(size=(180, 12))).astype(np.float32))
     neighbors, _ = knn_graph(features, 8)
     share = shared_neighbor_share(neighbors)
-    assert share.shape == (180, 7) and share.dtype == np.float32
+    assert share.shape == (180, 7)
+    assert share.dtype == np.float32
     expected = np.array(
         [[len(set(neighbors[i]) & set(neighbors[j])) / 8 for j in neighbors[i, 1:]] for i in range(180)]
     )
@@ -69,10 +70,12 @@ def test_shared_neighbor_share_counts_common_list_members():
     assert np.array_equal(shared_neighbor_share(neighbors, 50, 95), share[50:95])
 
 
-def test_shared_neighbor_share_of_padded_lists_stays_in_range():
-    # Node 2 found only one neighbour; its list is padded with itself, as knn_graph pads.
+def test_shared_neighbor_share_padded_lists():
+    # Node 2 found only one neighbour, so its list is padded with itself, as knn_graph pads.
     neighbors = np.array([[0, 1, 2], [1, 0, 2], [2, 0, 2]], dtype=np.int64)
     share = shared_neighbor_share(neighbors)
-    assert share.max() <= 1.0 and share.min() >= 0.0
+    assert share.max() <= 1.0
+    assert share.min() >= 0.0
     assert share[0, 0] == pytest.approx(1.0)  # lists {0, 1, 2} and {1, 0, 2}
+    assert share[0, 1] == pytest.approx(2 / 3)  # {0, 1, 2} and {2, 0}: the repeat counts once
     assert share[2, 0] == pytest.approx(2 / 3)  # {2, 0} and {0, 1, 2}

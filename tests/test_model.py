@@ -102,7 +102,7 @@ def test_gat_variant_runs_forward_and_backward():
     assert model.convs[0].lin.weight.grad is not None
 
 
-def test_shared_neighbor_input_changes_the_links_and_is_required():
+def test_link_head_shared_neighbor_input():
     torch.manual_seed(0)
     h = torch.randn(5, 8)
     source, target = torch.tensor([0, 1, 2]), torch.tensor([3, 3, 4])

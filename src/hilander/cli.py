@@ -297,7 +297,7 @@ def train(
     lr: float = typer.Option(_DEFAULT["lr"], help="Initial SGD learning rate (cosine-annealed)."),
     hidden: int = typer.Option(_DEFAULT["hidden"], help="Width of the GNN layer."),
     link_head: LinkHead = typer.Option(LinkHead(_DEFAULT["link_head"]), help="How an edge is scored: cosine of learned projections of its two ends, a classifier on their sum and product, or on their sum only (the reference implementation)."),
-    shared_neighbors: bool = typer.Option(_DEFAULT["shared_neighbors"], "--shared-neighbors/--no-shared-neighbors", help="Let the link head read the share of kNN lists an edge's two ends have in common, which carries over to new classes better than the features alone."),
+    shared_neighbors: bool = typer.Option(_DEFAULT["shared_neighbors"], "--shared-neighbors/--no-shared-neighbors", help="Let the link head read each edge's shared-neighbour share: the members of the two ends' kNN lists they have in common, divided by k. On Omniglot it ranked the links of unseen classes far better than the features did (BENCHMARKS.md)."),
     conv: Conv = typer.Option(Conv.graphconv, help="Graph layer: similarity-weighted mean or attention."),
     validation_fraction: float = typer.Option(0.5, help="Share of classes held out to choose the model, k, tau, levels and minimum cluster size (the model is then trained again on all classes, see --refit)."),
     validation_folds: int = typer.Option(2, help="Disjoint held-out class sets, each of --validation-fraction; a model is trained per set and the settings with the best mean score win. --no-refit needs 1."),

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 import faiss
 import numpy as np
+import scipy.sparse as sp
 
 __all__ = [
     "KNN_METHODS",
@@ -327,8 +328,9 @@ def edge_arrays(
     return source, target, similarity
 
 
-# Comparisons per block of shared_neighbor_share: bounds its (rows, k - 1, k, k) bool array to 16 MiB.
-_SHARED_BLOCK_ELEMENTS = 1 << 24
+# Entries of the (rows, n) sparse count matrix per block of shared_neighbor_share. A block has
+# at most rows * k * k entries, so its memory does not grow with n.
+_SHARED_BLOCK_ENTRIES = 1 << 22
 
 
 def shared_neighbor_share(neighbors: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -340,6 +342,11 @@ def shared_neighbor_share(neighbors: np.ndarray, start: int = 0, stop: int | Non
     few. Unlike a learned function of the features, this count does not depend on where the
     classes lie in the embedding space, so it carries over to classes that training never saw.
 
+    The counts are the entries of ``A @ A.T`` at the graph's edges, where ``A`` is the (n, n)
+    0/1 membership matrix of the lists; SciPy computes them for one block of centres at a time.
+    A list padded with repeats of the node itself (an approximate search that found too few
+    rows) counts each member once.
+
     Args:
         neighbors: (n, k) int64 kNN lists of the whole graph, column 0 being the node itself.
         start, stop: the centres to compute, rows ``start`` to ``stop`` (default: all rows).
@@ -350,17 +357,21 @@ def shared_neighbor_share(neighbors: np.ndarray, start: int = 0, stop: int | Non
     n, k = neighbors.shape
     stop = n if stop is None else min(stop, n)
     out = np.empty((max(stop - start, 0), k - 1), dtype=np.float32)
-    if k < 2:
+    if k < 2 or stop <= start:
         return out
-    rows = max(1, _SHARED_BLOCK_ELEMENTS // ((k - 1) * k * k))
+    membership = sp.csr_matrix(
+        (np.ones(n * k, dtype=np.float32), neighbors.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n)
+    )
+    membership.sum_duplicates()
+    membership.data[:] = 1.0
+    transposed = membership.T.tocsr()
+    rows = max(1, _SHARED_BLOCK_ENTRIES // (k * k))
     for first in range(start, stop, rows):
-        own = neighbors[first : min(first + rows, stop)]
-        theirs = neighbors[own[:, 1:]]
-        # A neighbour of j counts once if it is anywhere in i's list, so a list padded with
-        # repeats of the node itself (an approximate search that found too few rows) stays <= k.
-        common = (theirs[:, :, :, None] == own[:, None, None, :]).any(axis=3).sum(axis=2)
-        np.minimum(common, k, out=common)
-        out[first - start : first - start + own.shape[0]] = common / np.float32(k)
+        last = min(first + rows, stop)
+        counts = (membership[first:last] @ transposed).tocsr()
+        centre = np.repeat(np.arange(last - first), k - 1)
+        common = np.asarray(counts[centre, neighbors[first:last, 1:].ravel()]).reshape(last - first, k - 1)
+        out[first - start : last - start] = common / np.float32(k)
     return out
 
 
