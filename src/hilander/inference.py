@@ -264,13 +264,15 @@ def score_level(
 
     prob_same = np.empty((n, k - 1), dtype=np.float32)
     density = np.empty(n, dtype=np.float32)
+    # Computed once for the whole graph, because each call builds the sparse (n, n) membership matrix.
+    shares = shared_neighbor_share(neighbors) if model.shared_neighbors else None
     for start, stop in blocks:
         source = torch.from_numpy(np.ascontiguousarray(neighbors[start:stop, 1:]).reshape(-1)).to(device)
         target = torch.from_numpy(np.repeat(np.arange(start, stop, dtype=np.int64), k - 1)).to(device)
         similarity = torch.from_numpy(np.ascontiguousarray(similarities[start:stop, 1:])).to(device)
         shared = None
-        if model.shared_neighbors:
-            shared = torch.from_numpy(shared_neighbor_share(neighbors, start, stop).reshape(-1)).to(device)
+        if shares is not None:
+            shared = torch.from_numpy(np.ascontiguousarray(shares[start:stop]).reshape(-1)).to(device)
         logits = model.score(projected, source, target, similarity.reshape(-1), shared)
         prob = torch.softmax(logits, dim=1)[:, 1].reshape(stop - start, k - 1)
         prob_same[start:stop] = prob.cpu().numpy()

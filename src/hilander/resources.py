@@ -174,6 +174,8 @@ def estimate_memory(
         knn_index = features
     # Neighbour ids (int64), similarities, link probabilities, and the edge arrays built from them.
     graph = n * k * (8 + 4 + 4) + n * (k - 1) * (8 + 8 + 4 + 4)
+    # Shared-neighbour shares, one float32 per edge.
+    graph += n * (k - 1) * 4
     in_dim = dim * (2 if use_cluster_features else 1)
     block = n if chunk_size is None else min(n, chunk_size)
     block_nodes = min(n, block * k)
@@ -182,7 +184,10 @@ def estimate_memory(
     projections = 3 * n * (hidden // 2) * floats
     # One block: inputs and embeddings of its nodes, then the concatenated edge features.
     block_work = block_nodes * (in_dim + hidden) * floats + block * (k - 1) * (3 * hidden // 2 + 1) * floats
-    gnn = projections + stored_layers + block_work
+    # Computing the shares needs the sparse membership matrix and its transpose (float32 values,
+    # int32 column ids) while the projections are kept, before the blocks are scored.
+    membership = 2 * n * k * (4 + 4)
+    gnn = projections + stored_layers + max(block_work, membership)
     runtime = 3 * _GIB // 4
     arrays = 2 * features + graph + max(knn_index, gnn)
     total = runtime + int(1.15 * arrays)
