@@ -2,10 +2,10 @@
 
 A decoder can only keep the right edges if its link score ranks same-class edges above the
 others. This benchmark fits LANDER with and without the shared-neighbour input (see
-``hilander.graph.shared_neighbor_share``) on the meta-train classes and, on the test classes'
-kNN graph, reports for each k the area under the ROC curve (AUC) of four scores: each model's
-P(same class), the raw cosine similarity and the shared-neighbour share alone. It also clusters
-the test classes with each model's own chosen settings.
+``hilander.graph.shared_neighbor_share``) on the meta-train classes. On the test classes' kNN
+graph it then reports, for each k, the area under the ROC curve (AUC) of four scores: each
+model's P(same class), the raw cosine similarity and the shared-neighbour share alone. It also
+clusters the test classes with each model's own chosen settings.
 
 Usage (from the repository root)::
 
@@ -62,6 +62,7 @@ def edge_aucs(models: dict[str, HiLander], test: np.ndarray, test_labels: np.nda
 
 
 def markdown(dataset: str, rows: list[dict], clusterings: dict[str, dict]) -> str:
+    """Format the AUC rows and the two models' clusterings as two markdown tables."""
     names = list(rows[0]["auc"])
     lines = [
         "| dataset | k | same-class edges | " + " | ".join(f"AUC: {name}" for name in names) + " |",
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     source.add_argument("--dataset", help="A shared dataset (clinc150, banking77, ...).")
     parser.add_argument("--data-dir", default=None, help="Folder that contains the dataset folder.")
     parser.add_argument("--seed", type=int, default=0, help="random_state of both models.")
-    parser.add_argument("--k", type=int, nargs="+", default=[5, 10, 40], help="Graph sizes to score the edges of.")
+    parser.add_argument("--k", type=int, nargs="+", default=[5, 10, 40], help="Neighbours per node of the test graphs whose edges are scored.")
     parser.add_argument("--output", type=Path, default=None, help="Write the results as JSON here.")
     parser.add_argument(
         "--hilander-params", type=json.loads, default={}, metavar="JSON",
