@@ -1,4 +1,4 @@
-"""How well each link score ranks the kNN edges of unseen classes, side by side.
+"""Link ranking on unseen classes: the AUC of each link score over the kNN edges, side by side.
 
 A decoder can only keep the right edges if its link score ranks same-class edges above the
 others. This benchmark fits LANDER with and without the shared-neighbour input (see

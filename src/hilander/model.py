@@ -262,8 +262,8 @@ class Lander(nn.Module):
     def _score(self, projected, source, target, similarity, shared=None) -> torch.Tensor:
         if self.shared_neighbors and shared is None:
             raise ValueError(
-                "this model reads each edge's shared-neighbour share; pass shared=, as "
-                "hilander.graph.shared_neighbor_share computes it from the kNN lists"
+                "shared is missing: this model reads each edge's shared-neighbour share, so pass "
+                "shared=hilander.graph.shared_neighbor_share(neighbors) for the graph's kNN lists"
             )
         if self.link_head == "cosine":
             cosine = (projected[0][source] * projected[0][target]).sum(dim=1)
